@@ -23,6 +23,7 @@ pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod messages;
+pub mod model;
 pub mod pairing;
 pub mod queue;
 pub mod secret;
