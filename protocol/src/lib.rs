@@ -2,7 +2,8 @@
 //!
 //! Everything vouchnet decides lives here, as pure code: the wire format ([`messages`],
 //! [`codec`]), the cryptography ([`identity`], [`signing`], [`keys`]), and every decision as
-//! a sans-IO state machine ([`pairing`], [`vouch`], [`session`], [`queue`]).
+//! a sans-IO state machine ([`pairing`], [`keyproof`], [`rekey`], [`vouch`], [`session`],
+//! [`queue`]).
 //!
 //! ## The run loop (sans-IO)
 //! This crate owns no socket, reads no clock, touches no disk and runs no task. A driver (the
@@ -21,11 +22,13 @@ pub mod codec;
 pub mod config;
 pub mod identity;
 pub mod ids;
+pub mod keyproof;
 pub mod keys;
 pub mod messages;
 pub mod model;
 pub mod pairing;
 pub mod queue;
+pub mod rekey;
 pub mod secret;
 pub mod session;
 pub mod signing;
