@@ -34,6 +34,7 @@ pub mod session;
 pub mod signing;
 pub mod time;
 pub mod vouch;
+pub mod vouchee;
 mod wellformed;
 
 pub use codec::{DecodeError, Limits};

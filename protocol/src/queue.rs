@@ -115,7 +115,11 @@ pub fn backoff_delay(attempts_before: u32, policy: &QueuePolicy) -> Duration {
 ///   [`DropReason::MaxRetries`];
 /// - otherwise [`QueueOutcome::Retry`] with `attempts + 1` and
 ///   `next_attempt_at = now + backoff_delay(attempts)`.
-pub fn on_delivery_failed(entry: &QueueEntry, now: Timestamp, policy: &QueuePolicy) -> QueueOutcome {
+pub fn on_delivery_failed(
+    entry: &QueueEntry,
+    now: Timestamp,
+    policy: &QueuePolicy,
+) -> QueueOutcome {
     if is_expired(entry, now) {
         return QueueOutcome::Drop(DropReason::Expired);
     }
