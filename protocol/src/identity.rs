@@ -46,7 +46,9 @@ pub struct DevicePublicKey(VerifyingKey);
 impl DevicePublicKey {
     /// Validates and wraps 32 key bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let arr: &[u8; 32] = bytes.try_into().map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        let arr: &[u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
         let vk = VerifyingKey::from_bytes(arr).map_err(|_| KeyError::InvalidPoint)?;
         if vk.is_weak() {
             return Err(KeyError::WeakKey);
@@ -65,9 +67,14 @@ impl DevicePublicKey {
 
     /// The device id (libp2p PeerId) of this key.
     pub fn device_id(&self) -> DeviceId {
-        let pk = libp2p_identity::ed25519::PublicKey::try_from_bytes(self.0.as_bytes())
-            .expect("validated ed25519 key is accepted by libp2p-identity");
-        DeviceId(libp2p_identity::PublicKey::from(pk).to_peer_id())
+        // A PeerId of an Ed25519 key is the identity multihash (code 0x00, length 36) of the
+        // key's protobuf encoding `08 01 12 20 || key`. Building the bytes directly avoids
+        // a second point decompression inside libp2p-identity; a test checks that the
+        // result equals libp2p's own `to_peer_id`.
+        let mut bytes = [0u8; 38];
+        bytes[..6].copy_from_slice(&[0x00, 36, 0x08, 0x01, 0x12, 0x20]);
+        bytes[6..].copy_from_slice(self.0.as_bytes());
+        DeviceId(PeerId::from_bytes(&bytes).expect("identity multihash of 36 bytes is a PeerId"))
     }
 
     /// The dalek verifying key, for [`crate::signing`].
@@ -115,10 +122,31 @@ pub struct DeviceId(PeerId);
 
 impl DeviceId {
     /// Wraps a PeerId taken from an authenticated libp2p connection.
+    ///
+    /// Only the layout is checked here (an identity multihash of an Ed25519 protobuf key), so
+    /// parsing and comparing ids costs no curve arithmetic. The embedded point is validated
+    /// (canonical, not of small order) by [`DeviceId::public_key`], which every use of the key
+    /// goes through.
     pub fn from_peer_id(peer: PeerId) -> Result<Self, KeyError> {
         let id = DeviceId(peer);
-        id.public_key()?;
+        id.embedded_key_bytes()?;
         Ok(id)
+    }
+
+    /// The 32 key bytes embedded in the id, without validating the point.
+    fn embedded_key_bytes(&self) -> Result<&[u8], KeyError> {
+        let mh = self.0.as_ref();
+        if mh.code() != 0x00 {
+            return Err(KeyError::NotEd25519);
+        }
+        // The digest is the deterministic protobuf encoding of the public key. For Ed25519
+        // that is exactly `08 01 12 20 || key` (field 1 = KeyType Ed25519, field 2 = 32
+        // bytes of key); any other layout is refused rather than interpreted.
+        match mh.digest() {
+            [0x08, 0x01, 0x12, 0x20, key @ ..] if key.len() == 32 => Ok(key),
+            [0x08, 0x01, ..] => Err(KeyError::InvalidDeviceId),
+            _ => Err(KeyError::NotEd25519),
+        }
     }
 
     /// The libp2p PeerId.
@@ -139,14 +167,7 @@ impl DeviceId {
 
     /// The Ed25519 key embedded in the id, validated like any other key from the network.
     pub fn public_key(&self) -> Result<DevicePublicKey, KeyError> {
-        let mh = self.0.as_ref();
-        if mh.code() != 0x00 {
-            return Err(KeyError::NotEd25519);
-        }
-        let pk = libp2p_identity::PublicKey::try_decode_protobuf(mh.digest())
-            .map_err(|_| KeyError::InvalidDeviceId)?;
-        let ed = pk.try_into_ed25519().map_err(|_| KeyError::NotEd25519)?;
-        DevicePublicKey::from_bytes(&ed.to_bytes())
+        DevicePublicKey::from_bytes(self.embedded_key_bytes()?)
     }
 }
 

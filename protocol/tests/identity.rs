@@ -33,7 +33,10 @@ fn device_id_that_is_not_ed25519_is_refused() {
     let mut bytes = vec![0x12, 0x20];
     bytes.extend_from_slice(&[7u8; 32]);
     assert_eq!(DeviceId::from_bytes(&bytes), Err(KeyError::NotEd25519));
-    assert_eq!(DeviceId::from_bytes(&[1, 2, 3]), Err(KeyError::InvalidDeviceId));
+    assert_eq!(
+        DeviceId::from_bytes(&[1, 2, 3]),
+        Err(KeyError::InvalidDeviceId)
+    );
     assert_eq!(DeviceId::from_bytes(&[]), Err(KeyError::InvalidDeviceId));
 }
 
@@ -45,17 +48,30 @@ fn small_order_public_keys_are_refused() {
         b[0] = 1;
         b
     };
-    assert_eq!(DevicePublicKey::from_bytes(&identity_point), Err(KeyError::WeakKey));
-    let order8 = hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa").unwrap();
+    assert_eq!(
+        DevicePublicKey::from_bytes(&identity_point),
+        Err(KeyError::WeakKey)
+    );
+    let order8 =
+        hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa").unwrap();
     assert_eq!(DevicePublicKey::from_bytes(&order8), Err(KeyError::WeakKey));
     // All zeros is a small-order point too (y = 0).
-    assert_eq!(DevicePublicKey::from_bytes(&[0u8; 32]), Err(KeyError::WeakKey));
+    assert_eq!(
+        DevicePublicKey::from_bytes(&[0u8; 32]),
+        Err(KeyError::WeakKey)
+    );
 }
 
 #[test]
 fn wrong_length_and_non_canonical_keys_are_refused() {
-    assert_eq!(DevicePublicKey::from_bytes(&[9u8; 31]), Err(KeyError::WrongLength(31)));
-    assert_eq!(DevicePublicKey::from_bytes(&[9u8; 33]), Err(KeyError::WrongLength(33)));
+    assert_eq!(
+        DevicePublicKey::from_bytes(&[9u8; 31]),
+        Err(KeyError::WrongLength(31))
+    );
+    assert_eq!(
+        DevicePublicKey::from_bytes(&[9u8; 33]),
+        Err(KeyError::WrongLength(33))
+    );
     // y = p (2^255 - 19) is a non-canonical encoding of y = 0.
     let non_canonical =
         hex::decode("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f").unwrap();
@@ -72,4 +88,21 @@ fn keypair_debug_never_shows_the_secret() {
     assert!(shown.contains("<redacted>"));
     assert!(!shown.contains("42, 42"));
     assert!(!shown.to_lowercase().contains("4242"));
+}
+
+#[test]
+fn identity_multihash_of_another_key_type_is_refused() {
+    // identity multihash (0x00, len 37) of a secp256k1 protobuf key (KeyType = 2).
+    let mut bytes = vec![0x00, 37, 0x08, 0x02, 0x12, 0x21];
+    bytes.extend_from_slice(&[0x02; 33]);
+    assert_eq!(DeviceId::from_bytes(&bytes), Err(KeyError::NotEd25519));
+}
+
+#[test]
+fn device_id_embedding_a_weak_key_parses_but_yields_no_key() {
+    // Ids are checked for layout when parsed; the point is validated when the key is used.
+    let mut bytes = vec![0x00, 36, 0x08, 0x01, 0x12, 0x20];
+    bytes.extend_from_slice(&[0u8; 32]);
+    let id = DeviceId::from_bytes(&bytes).expect("layout is valid");
+    assert_eq!(id.public_key(), Err(KeyError::WeakKey));
 }
