@@ -1,0 +1,134 @@
+//! Every way a store operation can fail, as a typed reason.
+//!
+//! The node reacts differently to each: [`StoreError::Corrupt`] and
+//! [`StoreError::NewerSchema`] stop it (it must never fall back to an empty trust store),
+//! [`StoreError::NotFound`] and [`StoreError::InvalidTransition`] are bugs or races in the
+//! caller that changed nothing, and [`StoreError::Io`] is the disk.
+
+use vouchnet_protocol::KeyError;
+
+/// The kinds of record the store keeps, named in [`StoreError::NotFound`] and
+/// [`StoreError::AlreadyExists`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// A paired device.
+    Device,
+    /// A tombstone of a removed or blocked device.
+    Tombstone,
+    /// A pairing transaction in flight.
+    Pairing,
+    /// A vouching session.
+    Session,
+    /// One target of a vouching session.
+    SessionTarget,
+    /// An entry of the offline queue.
+    QueueEntry,
+}
+
+/// Why a store operation failed. Nothing was written when an operation returns an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The operating system refused a file operation.
+    #[error("storage i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Another process holds the database open.
+    #[error("the database at {path} is locked by another process")]
+    Locked {
+        /// The database directory.
+        path: String,
+    },
+    /// The database is damaged. The store refuses to open or to read on, rather than
+    /// treating what it cannot read as absent.
+    #[error("database is corrupt: {detail}")]
+    Corrupt {
+        /// What was found damaged.
+        detail: String,
+    },
+    /// The database was written by a newer vouchnet with a schema this one does not know.
+    #[error("database schema version {found} is newer than the supported version {supported}")]
+    NewerSchema {
+        /// The version recorded in the database.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// The storage engine refused the configuration or the on-disk format.
+    #[error("storage engine refused the database: {detail}")]
+    Unsupported {
+        /// The engine's explanation.
+        detail: String,
+    },
+    /// The record the operation needs does not exist.
+    #[error("{0:?} not found")]
+    NotFound(RecordKind),
+    /// A record that must be new already exists.
+    #[error("{0:?} already exists")]
+    AlreadyExists(RecordKind),
+    /// A public key that does not belong to the device id given with it.
+    #[error("public key does not match the device id: {0}")]
+    KeyMismatch(KeyError),
+    /// The requested change does not apply to the record's current state (for example,
+    /// delivering a vouch whose target is no longer queued).
+    #[error("invalid transition: {detail}")]
+    InvalidTransition {
+        /// Which rule the change broke.
+        detail: &'static str,
+    },
+    /// An audit event whose embedded signatures do not verify; the audit trail only ever
+    /// holds evidence that verifies.
+    #[error("audit evidence does not verify: {0}")]
+    BadEvidence(crate::audit::EvidenceError),
+    /// An input the store refuses to persist (for example, an over-long free text).
+    #[error("invalid input: {detail}")]
+    InvalidInput {
+        /// What is wrong with it.
+        detail: &'static str,
+    },
+    /// The storage engine reported a bug in itself.
+    #[error("storage engine bug: {detail}")]
+    Internal {
+        /// The engine's report.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// A record that did not decode: the database is corrupt, not "missing".
+    pub(crate) fn undecodable(what: &str, err: impl core::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            detail: format!("{what} does not decode: {err}"),
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => {
+                // sled reports a held file lock as an Io error with this text.
+                let text = io.to_string();
+                if let Some(rest) = text.strip_prefix("could not acquire lock on ") {
+                    let path = rest.split(": ").next().unwrap_or(rest).trim_matches('"');
+                    StoreError::Locked {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    StoreError::Io(io)
+                }
+            }
+            sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+                detail: match at {
+                    Some(at) => format!("storage engine found corruption at {at:?}"),
+                    None => "storage engine found corruption".to_owned(),
+                },
+            },
+            sled::Error::Unsupported(detail) => StoreError::Unsupported { detail },
+            sled::Error::CollectionNotFound(name) => StoreError::Corrupt {
+                detail: format!("tree {:?} missing", String::from_utf8_lossy(&name)),
+            },
+            sled::Error::ReportableBug(detail) => StoreError::Internal { detail },
+        }
+    }
+}

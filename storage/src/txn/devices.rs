@@ -1,0 +1,277 @@
+//! Devices, trust, tombstones, reliability and pairings in flight.
+
+use super::*;
+
+/// A direct pairing to store: both key confirmations verified and the user confirmed the
+/// code.
+#[derive(Clone, Debug)]
+pub struct DirectPairing {
+    /// The peer the connection authenticated.
+    pub device_id: DeviceId,
+    /// Its key (must be the one embedded in `device_id`).
+    pub public_key: DevicePublicKey,
+    /// Its name.
+    pub name: DisplayName,
+    /// The pairing transaction.
+    pub tx_id: TxId,
+    /// The pairing key.
+    pub session_key: SymmetricKey,
+    /// Our key-confirmation MAC (audited).
+    pub our_mac: [u8; 32],
+    /// The peer's key-confirmation MAC, which verified (audited).
+    pub their_mac: [u8; 32],
+    /// When.
+    pub at: Timestamp,
+}
+
+impl Txn {
+    /// A device record.
+    pub fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, TxError> {
+        self.get_decoded(DEVICES, "device record", &id.to_bytes())
+    }
+
+    pub(super) fn put_device(&self, record: &DeviceRecord) -> Result<(), TxError> {
+        let bytes = codec::encode_secret(record);
+        self.put(DEVICES, &record.device_id.to_bytes(), &bytes)
+    }
+
+    pub(super) fn require_device(&self, id: &DeviceId) -> Result<DeviceRecord, TxError> {
+        Ok(self
+            .device(id)?
+            .ok_or(StoreError::NotFound(RecordKind::Device))?)
+    }
+
+    /// A device's tombstone.
+    pub fn tombstone(&self, id: &DeviceId) -> Result<Option<Tombstone>, TxError> {
+        self.get_decoded(TOMBSTONES, "tombstone", &id.to_bytes())
+    }
+
+    pub(super) fn put_tombstone(
+        &self,
+        device_id: DeviceId,
+        reason: TombstoneReason,
+        at: Timestamp,
+    ) -> Result<(), TxError> {
+        let t = Tombstone {
+            device_id,
+            reason,
+            at,
+        };
+        self.put(TOMBSTONES, &device_id.to_bytes(), &codec::encode(&t))
+    }
+
+    /// Stores a completed direct pairing: the device (Direct, Trusted), the audit entry, and
+    /// the end of the pairing transaction in flight. A direct pairing is the one thing that
+    /// brings back a tombstoned device, so its tombstone is cleared.
+    pub fn pair_direct(&self, p: &DirectPairing) -> Result<DeviceRecord, TxError> {
+        if p.public_key.device_id() != p.device_id {
+            return Err(StoreError::KeyMismatch(KeyError::Mismatch).into());
+        }
+        let record = DeviceRecord {
+            device_id: p.device_id,
+            public_key: p.public_key,
+            name: p.name.clone(),
+            pairing_type: PairingType::Direct,
+            trust_level: TrustLevel::Trusted,
+            paired_at: p.at,
+            last_seen: Some(p.at),
+            vouched_by: None,
+            proof: None,
+            session_key: p.session_key.clone(),
+        };
+        self.put_device(&record)?;
+        self.del(TOMBSTONES, &p.device_id.to_bytes())?;
+        self.remove_pairing(&p.device_id)?;
+        self.record_event(
+            p.at,
+            AuditEvent::PairedDirect {
+                device: p.device_id,
+                key: p.public_key,
+                name: p.name.clone(),
+                tx_id: p.tx_id,
+                confirmed_by_user: true,
+                our_mac: p.our_mac,
+                their_mac: p.their_mac,
+            },
+        )?;
+        Ok(record)
+    }
+
+    /// The user's trust decision. Blocking tombstones the device (so no vouch re-adds it);
+    /// lifting a block removes that tombstone. Returns the previous level; setting the
+    /// current level again writes nothing.
+    pub fn set_trust(
+        &self,
+        id: &DeviceId,
+        to: TrustLevel,
+        at: Timestamp,
+    ) -> Result<TrustLevel, TxError> {
+        let mut record = self.require_device(id)?;
+        let from = record.trust_level;
+        if from == to {
+            return Ok(from);
+        }
+        record.trust_level = to;
+        self.put_device(&record)?;
+        if to == TrustLevel::Blocked {
+            self.put_tombstone(*id, TombstoneReason::Blocked, at)?;
+        } else if from == TrustLevel::Blocked {
+            if let Some(t) = self.tombstone(id)? {
+                if t.reason == TombstoneReason::Blocked {
+                    self.del(TOMBSTONES, &id.to_bytes())?;
+                }
+            }
+        }
+        self.record_event(
+            at,
+            AuditEvent::TrustChanged {
+                device: *id,
+                from,
+                to,
+            },
+        )?;
+        Ok(from)
+    }
+
+    fn forget_device(
+        &self,
+        id: &DeviceId,
+        reason: TombstoneReason,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, TxError> {
+        let record = self.require_device(id)?;
+        self.del(DEVICES, &id.to_bytes())?;
+        self.del(RELIABILITY, &id.to_bytes())?;
+        self.put_tombstone(*id, reason, at)?;
+        Ok(record)
+    }
+
+    /// The user unpairs a device: the record goes, a tombstone stays, and the audit trail
+    /// keeps every earlier entry about it.
+    pub fn unpair(&self, id: &DeviceId, at: Timestamp) -> Result<DeviceRecord, TxError> {
+        let record = self.forget_device(id, TombstoneReason::Removed, at)?;
+        self.record_event(at, AuditEvent::Unpaired { device: *id })?;
+        Ok(record)
+    }
+
+    /// Revokes a device: like [`Txn::unpair`], with the reason audited.
+    pub fn revoke(
+        &self,
+        id: &DeviceId,
+        reason: RevokeReason,
+        at: Timestamp,
+    ) -> Result<DeviceRecord, TxError> {
+        let record = self.forget_device(id, TombstoneReason::Revoked, at)?;
+        self.record_event(
+            at,
+            AuditEvent::Revoked {
+                device: *id,
+                reason,
+            },
+        )?;
+        Ok(record)
+    }
+
+    /// Removes a tombstone of a removed or revoked device at the user's request, so vouches
+    /// for it are considered again. A block is lifted with [`Txn::set_trust`] instead.
+    pub fn clear_tombstone(&self, id: &DeviceId, at: Timestamp) -> Result<Tombstone, TxError> {
+        let t = self
+            .tombstone(id)?
+            .ok_or(StoreError::NotFound(RecordKind::Tombstone))?;
+        if t.reason == TombstoneReason::Blocked && self.device(id)?.is_some() {
+            return Err(StoreError::InvalidTransition {
+                detail: "a blocked device is unblocked by changing its trust level",
+            }
+            .into());
+        }
+        self.del(TOMBSTONES, &id.to_bytes())?;
+        self.record_event(at, AuditEvent::TombstoneCleared { device: *id })?;
+        Ok(t)
+    }
+
+    /// Records that a connection from the device was authenticated.
+    pub fn touch_last_seen(&self, id: &DeviceId, at: Timestamp) -> Result<(), TxError> {
+        let mut record = self.require_device(id)?;
+        if record.last_seen.is_some_and(|seen| seen >= at) {
+            return Ok(());
+        }
+        record.last_seen = Some(at);
+        self.put_device(&record)
+    }
+
+    /// Replaces the key shared with a device after a rekey (audited, without the key).
+    pub fn set_session_key(
+        &self,
+        id: &DeviceId,
+        key: &SymmetricKey,
+        at: Timestamp,
+    ) -> Result<(), TxError> {
+        let mut record = self.require_device(id)?;
+        record.session_key = key.clone();
+        self.put_device(&record)?;
+        self.record_event(at, AuditEvent::Rekeyed { device: *id })?;
+        Ok(())
+    }
+
+    /// Counts a connection success or failure. This never touches the trust level.
+    pub fn record_connection(
+        &self,
+        id: &DeviceId,
+        at: Timestamp,
+        ok: bool,
+    ) -> Result<Reliability, TxError> {
+        self.require_device(id)?;
+        let mut r: Reliability = self
+            .get_decoded(RELIABILITY, "reliability record", &id.to_bytes())?
+            .unwrap_or_default();
+        if ok {
+            r.successes += 1;
+            r.consecutive_failures = 0;
+            r.last_success = Some(at);
+        } else {
+            r.failures += 1;
+            r.consecutive_failures = r.consecutive_failures.saturating_add(1);
+            r.last_failure = Some(at);
+        }
+        self.put(RELIABILITY, &id.to_bytes(), &codec::encode(&r))?;
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- pairings in flight
+
+    /// A pairing in flight with `peer`.
+    pub fn pairing(&self, peer: &DeviceId) -> Result<Option<PairingRecord>, TxError> {
+        self.get_decoded(PAIRINGS, "pairing record", &peer.to_bytes())
+    }
+
+    /// Stores (or replaces) the pairing in flight with `record.peer`.
+    pub fn put_pairing(&self, record: &PairingRecord) -> Result<(), TxError> {
+        let key = record.peer.to_bytes();
+        if let Some(old) = self.pairing(&record.peer)? {
+            self.del(
+                EXPIRY,
+                &layout::expiry_key(ExpiryKind::Pairing, old.expires_at, &key),
+            )?;
+        }
+        self.put(PAIRINGS, &key, &codec::encode_secret(record))?;
+        self.put(
+            EXPIRY,
+            &layout::expiry_key(ExpiryKind::Pairing, record.expires_at, &key),
+            &[],
+        )
+    }
+
+    /// Ends the pairing in flight with `peer`, returning it.
+    pub fn remove_pairing(&self, peer: &DeviceId) -> Result<Option<PairingRecord>, TxError> {
+        let key = peer.to_bytes();
+        let old = self.pairing(peer)?;
+        if let Some(old) = &old {
+            self.del(PAIRINGS, &key)?;
+            self.del(
+                EXPIRY,
+                &layout::expiry_key(ExpiryKind::Pairing, old.expires_at, &key),
+            )?;
+        }
+        Ok(old)
+    }
+}
