@@ -1,0 +1,83 @@
+//! One-line descriptions of audit entries for `vouchnet audit`.
+//!
+//! The audit trail itself (hash chain, evidence) belongs to the storage crate; this only
+//! renders its events for people and scripts.
+
+use crate::views::trust_level_name;
+use vouchnet_storage::AuditEvent;
+
+/// A one-line description of an audit event.
+pub fn summary(event: &AuditEvent) -> String {
+    match event {
+        AuditEvent::PairedDirect {
+            device,
+            name,
+            tx_id,
+            ..
+        } => {
+            format!(
+                "paired directly with {} ({device}), codes confirmed, transaction {tx_id}",
+                name.as_str()
+            )
+        }
+        AuditEvent::Vouched {
+            session,
+            vouchee,
+            targets,
+            ..
+        } => {
+            format!(
+                "vouched for {vouchee} to {} device(s), session {session}",
+                targets.len()
+            )
+        }
+        AuditEvent::TargetAnswered {
+            session, target, ..
+        } => {
+            format!("{target} answered vouch of session {session}")
+        }
+        AuditEvent::VouchExpired { session, target } => {
+            format!("vouch of session {session} to {target} expired undelivered")
+        }
+        AuditEvent::VouchAccepted {
+            voucher, vouchee, ..
+        } => {
+            format!("accepted {vouchee} on the vouch of {voucher}")
+        }
+        AuditEvent::VouchRejected {
+            voucher,
+            vouchee,
+            reason,
+            ..
+        } => {
+            format!("refused the vouch of {voucher} for {vouchee}: {reason:?}")
+        }
+        AuditEvent::ProxiedDeviceAdded {
+            device,
+            voucher,
+            name,
+            ..
+        } => {
+            format!(
+                "{} ({device}) accepted this device on the vouch of {voucher}",
+                name.as_str()
+            )
+        }
+        AuditEvent::UserConfirmed { action } => format!("user confirmed {action:?}"),
+        AuditEvent::Revoked { device, reason } => format!("revoked {device}: {reason:?}"),
+        AuditEvent::Unpaired { device } => format!("unpaired {device}"),
+        AuditEvent::TrustChanged { device, from, to } => {
+            format!(
+                "trust of {device}: {} -> {}",
+                trust_level_name(*from),
+                trust_level_name(*to)
+            )
+        }
+        AuditEvent::KeyProofFailed { device } => {
+            format!("{device} failed to prove it holds the pairing key")
+        }
+        AuditEvent::Rekeyed { device } => format!("key shared with {device} replaced by a rekey"),
+        AuditEvent::TombstoneCleared { device } => format!("tombstone of {device} cleared"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,712 @@
+//! What each CLI command does. Everything but `init`, `run`, `demo` (and `id` when the node
+//! is not running) goes through the running node's control API.
+//!
+//! Output: text for people by default, or with `--json` the exact JSON documented in
+//! docs/cli.md. Errors go to stderr and make the process exit non-zero (see `main.rs`).
+
+use crate::api_client::{ApiCallError, ApiClient, EventStream};
+use crate::cli::{Cli, Command, PairArgs, PairCommand, ProxyCommand, RunArgs, VouchArgs};
+use crate::config::NodeConfig;
+use crate::datadir::{DataDir, DataDirError};
+use crate::views::{
+    AuditEntryView, AuditVerifyView, DeviceView, InboxMessage, NodeInfo, PairingRequestView,
+    PeerView,
+};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+
+/// Runs a parsed command line.
+pub async fn execute(cli: Cli) -> Result<()> {
+    let dir = DataDir::resolve(cli.data_dir.clone())?;
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Init { name } => init(&dir, name, &out),
+        Command::Run(args) => run(&dir, *args).await,
+        Command::Id => id(&dir, &out).await,
+        Command::Peers => peers(&dir, &out).await,
+        Command::Pair(args) => pair(&dir, args, &out).await,
+        Command::Devices => devices(&dir, &out).await,
+        Command::Trust { device_id, level } => {
+            let v = api(&dir)?
+                .action(
+                    "network.device.setTrust",
+                    json!({"device_id": device_id, "trust_level": level}),
+                )
+                .await?;
+            let d: DeviceView = parse(v)?;
+            out.show(&d, || {
+                format!("{} ({}) is now {}", d.name, d.device_id, d.trust_level)
+            })
+        }
+        Command::Unpair { device_id } => {
+            api(&dir)?
+                .action("network.device.unpair", json!({"device_id": device_id}))
+                .await?;
+            out.show(&json!({"device_id": device_id, "unpaired": true}), || {
+                format!("Unpaired {device_id}")
+            })
+        }
+        Command::Vouch(args) => vouch(&dir, args, &out).await,
+        Command::Sessions => {
+            let v = api(&dir)?.get("/v1/sessions").await?;
+            let list: Vec<crate::sessions::SessionView> = parse(v)?;
+            out.show(&list, || {
+                if list.is_empty() {
+                    return "No vouching sessions.".to_owned();
+                }
+                list.iter()
+                    .map(|s| format!("{}  {}  {}", s.id, s.vouchee_name, s.state))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Session { id } => {
+            let v = api(&dir)?.get(&format!("/v1/sessions/{id}")).await?;
+            let s: crate::sessions::SessionView = parse(v)?;
+            out.show(&s, || {
+                let mut text = format!(
+                    "Session {}: vouching for {} ({}), {}",
+                    s.id, s.vouchee_name, s.vouchee, s.state
+                );
+                for v in &s.vouches {
+                    text.push_str(&format!("\n  {}  {}", v.device_id, v.status));
+                    if let Some(r) = &v.reason {
+                        text.push_str(&format!(" ({r})"));
+                    }
+                }
+                text
+            })
+        }
+        Command::Proxy(cmd) => proxy(&dir, cmd, &out).await,
+        Command::Audit { verify } => audit(&dir, verify, &out).await,
+        Command::Events { since } => events(&dir, since, &out).await,
+        Command::Send { device_id, text } => {
+            api(&dir)?
+                .action(
+                    "network.message.send",
+                    json!({"device_id": device_id, "text": text}),
+                )
+                .await?;
+            out.show(&json!({"device_id": device_id, "sent": true}), || {
+                format!("Sent to {device_id}")
+            })
+        }
+        Command::Inbox => {
+            let list: Vec<InboxMessage> = parse(api(&dir)?.get("/v1/inbox").await?)?;
+            out.show(&list, || {
+                if list.is_empty() {
+                    return "No messages.".to_owned();
+                }
+                list.iter()
+                    .map(|m| format!("{}  {}: {}", fmt_time(m.received_at), m.from, m.text))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Command::Demo { fast } => crate::demo::run(fast).await,
+    }
+}
+
+/// Text or JSON output.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
+        } else {
+            writeln!(stdout, "{}", text())?;
+        }
+        Ok(())
+    }
+}
+
+fn api(dir: &DataDir) -> Result<ApiClient> {
+    Ok(ApiClient::from_data_dir(dir)?)
+}
+
+fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).context("unexpected answer from the node")
+}
+
+/// A name for a new device: the host name, made a valid display name.
+fn default_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vouchnet device".to_owned());
+    let mut name: String = host.chars().filter(|c| !c.is_control()).collect();
+    while name.len() > vouchnet_protocol::messages::MAX_NAME_LEN {
+        name.pop();
+    }
+    name
+}
+
+fn init(dir: &DataDir, name: Option<String>, out: &Output) -> Result<()> {
+    if let Some(n) = &name {
+        vouchnet_protocol::messages::DisplayName::new(n.clone())
+            .map_err(|e| anyhow!("invalid --name: {e}"))?;
+    }
+    let (keypair, created) = dir.load_or_create_identity()?;
+    let config_existed = dir.path(crate::datadir::CONFIG_FILE).exists();
+    if !config_existed {
+        NodeConfig::write_default(dir, name.as_deref().unwrap_or(&default_name()))?;
+    } else if name.is_some() {
+        eprintln!(
+            "note: {} exists; change `name` there",
+            dir.path(crate::datadir::CONFIG_FILE).display()
+        );
+    }
+    let config = NodeConfig::load(dir)?;
+    let device_id = keypair.device_id().to_string();
+    let data_dir = dir.root().display().to_string();
+    let v = json!({"device_id": device_id, "name": config.name, "data_dir": data_dir, "created": created});
+    out.show(&v, || {
+        let what = if created {
+            "Created"
+        } else {
+            "Already initialised:"
+        };
+        format!("{what} device {} ({device_id}) in {data_dir}", config.name)
+    })
+}
+
+async fn run(dir: &DataDir, args: RunArgs) -> Result<()> {
+    let mut config = NodeConfig::load(dir)?;
+    if !dir.is_initialised() {
+        dir.load_or_create_identity()?;
+        NodeConfig::write_default(dir, args.config.name.as_deref().unwrap_or(&default_name()))?;
+        config = NodeConfig::load(dir)?;
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.peers.extend(args.peer);
+    if args.no_mdns {
+        config.mdns = false;
+    }
+    if let Some(api) = args.api {
+        config.api = api;
+    }
+    config.apply(&args.config)?;
+    let node = crate::node::start(crate::node::NodeOptions {
+        data_dir: dir.clone(),
+        config: config.clone(),
+    })
+    .await?;
+    let token = dir.create_api_token(&mut rand_core::OsRng)?;
+    let api = match crate::api::serve(
+        node.client.clone(),
+        token,
+        config.api,
+        config.api_allow_remote,
+    )
+    .await
+    {
+        Ok(api) => api,
+        Err(e) => {
+            node.shutdown().await;
+            dir.clear_api_files();
+            return Err(e.into());
+        }
+    };
+    dir.write_api_addr(api.addr)?;
+    tracing::info!(
+        "{} ({}) is running; stop with Ctrl-C",
+        config.name,
+        node.device_id
+    );
+    wait_for_stop().await;
+    api.shutdown().await;
+    node.shutdown().await;
+    dir.clear_api_files();
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn id(dir: &DataDir, out: &Output) -> Result<()> {
+    let info: NodeInfo = match ApiClient::from_data_dir(dir) {
+        Ok(client) => parse(client.get("/v1/node").await?)?,
+        Err(ApiCallError::DataDir(DataDirError::NotRunning(_))) => {
+            let keypair = dir.load_identity()?;
+            let config = NodeConfig::load(dir)?;
+            NodeInfo {
+                device_id: keypair.device_id().to_string(),
+                name: config.name,
+                listen_addrs: Vec::new(),
+                fingerprint: keypair.public().fingerprint(),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    out.show(&info, || {
+        let mut text = format!(
+            "Device id:   {}\nName:        {}\nFingerprint: {}",
+            info.device_id, info.name, info.fingerprint
+        );
+        if info.listen_addrs.is_empty() {
+            text.push_str("\nNot running.");
+        } else {
+            text.push_str("\nListening on:");
+            for a in &info.listen_addrs {
+                text.push_str(&format!("\n  {a}"));
+            }
+        }
+        text
+    })
+}
+
+async fn peers(dir: &DataDir, out: &Output) -> Result<()> {
+    let list: Vec<PeerView> = parse(api(dir)?.get("/v1/peers").await?)?;
+    out.show(&list, || {
+        if list.is_empty() {
+            return "No devices nearby or connected.".to_owned();
+        }
+        list.iter()
+            .map(|p| {
+                let mut flags = Vec::new();
+                if p.nearby {
+                    flags.push("nearby");
+                }
+                if p.connected {
+                    flags.push("connected");
+                }
+                if p.paired {
+                    flags.push(if p.online { "paired, online" } else { "paired" });
+                }
+                format!(
+                    "{}  [{}]  {}",
+                    p.device_id,
+                    flags.join(", "),
+                    p.addrs.join(" ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn devices(dir: &DataDir, out: &Output) -> Result<()> {
+    let list: Vec<DeviceView> = parse(api(dir)?.get("/v1/devices").await?)?;
+    out.show(&list, || {
+        if list.is_empty() {
+            return "No paired devices.".to_owned();
+        }
+        list.iter()
+            .map(|d| {
+                format!(
+                    "{}  {}  {}  {}  {}  paired {}{}",
+                    d.name,
+                    d.device_id,
+                    d.pairing_type,
+                    d.trust_level,
+                    if d.online { "online" } else { "offline" },
+                    fmt_time(d.paired_at),
+                    d.vouched_by
+                        .as_ref()
+                        .map(|v| format!(" (vouched by {v})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// Pairing
+
+async fn pair(dir: &DataDir, args: PairArgs, out: &Output) -> Result<()> {
+    let client = api(dir)?;
+    match args.command {
+        Some(PairCommand::Requests) => {
+            let list: Vec<PairingRequestView> = parse(client.get("/v1/pairings").await?)?;
+            out.show(&list, || {
+                if list.is_empty() {
+                    return "No pairings in progress.".to_owned();
+                }
+                list.iter()
+                    .map(|p| {
+                        format!(
+                            "{}  {}  {}  code {}  {}",
+                            p.device_id,
+                            p.name.as_deref().unwrap_or("?"),
+                            p.direction,
+                            p.code.as_deref().unwrap_or("(not yet)"),
+                            p.stage
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        Some(PairCommand::Accept { device_id, code }) => {
+            pair_accept(&client, &device_id, code, out).await
+        }
+        Some(PairCommand::Reject { device_id }) => {
+            client
+                .action("network.pair.reject", json!({"device_id": device_id}))
+                .await?;
+            out.show(
+                &json!({"device_id": device_id, "state": "rejected"}),
+                || format!("Pairing with {device_id} rejected."),
+            )
+        }
+        None => {
+            let device_id = args
+                .device_id
+                .expect("clap requires a device id without a subcommand");
+            // Subscribe before asking, so the code prompt cannot be missed.
+            let events = if args.no_wait {
+                None
+            } else {
+                Some(client.events(None).await?)
+            };
+            let v = client
+                .action(
+                    "network.pair.request",
+                    json!({"device_id": device_id, "addr": args.addr}),
+                )
+                .await?;
+            match events {
+                None => {
+                    let pairing: Value = v["pairing"].clone();
+                    out.show(&pairing, || {
+                        format!(
+                            "Asked {device_id} to pair. When both devices show a code, compare them and run\n  vouchnet pair accept {device_id} --code <the code shown on the other device>"
+                        )
+                    })
+                }
+                Some(events) => wait_for_pairing(&client, events, &device_id, out).await,
+            }
+        }
+    }
+}
+
+/// What the user answered to "do the codes match?".
+enum Answer {
+    Yes,
+    Code(String),
+    No,
+}
+
+fn read_answer() -> Answer {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return Answer::No;
+    }
+    let line = line.trim();
+    if line.len() == 6 && line.bytes().all(|b| b.is_ascii_digit()) {
+        return Answer::Code(line.to_owned());
+    }
+    match line.to_ascii_lowercase().as_str() {
+        "y" | "yes" => Answer::Yes,
+        _ => Answer::No,
+    }
+}
+
+fn interactive(out: &Output) -> bool {
+    !out.json && std::io::stdin().is_terminal()
+}
+
+async fn confirm_or_reject(client: &ApiClient, device_id: &str, answer: Answer) -> Result<Value> {
+    match answer {
+        Answer::Yes => Ok(client
+            .action("network.pair.accept", json!({"device_id": device_id}))
+            .await?),
+        Answer::Code(code) => Ok(client
+            .action(
+                "network.pair.accept",
+                json!({"device_id": device_id, "code": code}),
+            )
+            .await?),
+        Answer::No => {
+            client
+                .action("network.pair.reject", json!({"device_id": device_id}))
+                .await?;
+            bail!("pairing with {device_id} rejected; nothing was stored")
+        }
+    }
+}
+
+fn ask_prompt(name: &str, code: &str) {
+    print!(
+        "Pairing with {name}. This device shows the code\n\n    {code}\n\nDoes {name} show the same code? Type y, or the code {name} shows (anything else rejects) [y/N]: "
+    );
+    let _ = std::io::stdout().flush();
+}
+
+async fn wait_for_pairing(
+    client: &ApiClient,
+    mut events: EventStream,
+    device_id: &str,
+    out: &Output,
+) -> Result<()> {
+    let mut shown_code: Option<String> = None;
+    loop {
+        let ev = events
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("the node stopped"))??;
+        let for_us =
+            ev["device_id"].as_str() == Some(device_id) || ev["id"].as_str() == Some(device_id);
+        if !for_us {
+            continue;
+        }
+        match ev["type"].as_str() {
+            Some("PairingConfirmationRequired") => {
+                let code = ev["code"].as_str().unwrap_or_default().to_owned();
+                let name = ev["name"].as_str().unwrap_or("the other device").to_owned();
+                shown_code = Some(code.clone());
+                if interactive(out) {
+                    ask_prompt(&name, &code);
+                    let answer = tokio::select! {
+                        a = tokio::task::spawn_blocking(read_answer) => a?,
+                        ev = next_failure(&mut events, device_id) => {
+                            bail!("\npairing with {device_id} failed: {}", ev?)
+                        }
+                    };
+                    let result = confirm_or_reject(client, device_id, answer).await?;
+                    if result["state"] == "waiting" {
+                        println!("Confirmed. Waiting for {name} to confirm…");
+                    }
+                } else {
+                    eprintln!(
+                        "Code: {code} (pairing with {name}). Confirm on this device with\n  vouchnet pair accept {device_id} --code <the code shown on {name}>"
+                    );
+                }
+            }
+            Some("PairingFailed") => {
+                bail!(
+                    "pairing with {device_id} failed: {}",
+                    ev["reason"].as_str().unwrap_or("unknown")
+                )
+            }
+            Some("ResourceChanged") if ev["resource"] == "device" => {
+                let name = ev["data"]["name"].as_str().unwrap_or(device_id).to_owned();
+                let result = json!({"device_id": device_id, "state": "paired", "code": shown_code});
+                return out.show(&result, || format!("Paired with {name} ({device_id})."));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The next `PairingFailed` for `device_id` (other events are skipped).
+async fn next_failure(events: &mut EventStream, device_id: &str) -> Result<String> {
+    loop {
+        let ev = events
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("the node stopped"))??;
+        if ev["type"] == "PairingFailed" && ev["device_id"].as_str() == Some(device_id) {
+            return Ok(ev["reason"].as_str().unwrap_or("unknown").to_owned());
+        }
+    }
+}
+
+async fn pair_accept(
+    client: &ApiClient,
+    device_id: &str,
+    code: Option<String>,
+    out: &Output,
+) -> Result<()> {
+    let answer = match code {
+        Some(code) => Answer::Code(code),
+        None if interactive(out) => {
+            let list: Vec<PairingRequestView> = parse(client.get("/v1/pairings").await?)?;
+            let p = list
+                .iter()
+                .find(|p| p.device_id == device_id)
+                .ok_or_else(|| anyhow!("no pairing in progress with {device_id}"))?;
+            let code = p
+                .code
+                .clone()
+                .ok_or_else(|| anyhow!("no code yet for {device_id}; try again in a moment"))?;
+            ask_prompt(p.name.as_deref().unwrap_or("the other device"), &code);
+            tokio::task::spawn_blocking(read_answer).await?
+        }
+        None => Answer::Yes,
+    };
+    let result = confirm_or_reject(client, device_id, answer).await?;
+    let state = result["state"].as_str().unwrap_or_default().to_owned();
+    out.show(&result, || match state.as_str() {
+        "paired" => format!("Paired with {device_id}."),
+        _ => format!("Confirmed. The pairing completes when {device_id} confirms too."),
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// Not yet available, audit, events
+
+async fn vouch(dir: &DataDir, args: VouchArgs, out: &Output) -> Result<()> {
+    let v = api(dir)?
+        .action(
+            "network.pair.vouch",
+            json!({"vouchee": args.vouchee, "to": args.to, "all": args.all}),
+        )
+        .await?;
+    out.show(&v, || {
+        format!(
+            "Vouching session {}",
+            v["session_id"].as_str().unwrap_or("?")
+        )
+    })
+}
+
+async fn proxy(dir: &DataDir, cmd: ProxyCommand, out: &Output) -> Result<()> {
+    let client = api(dir)?;
+    let v = match cmd {
+        ProxyCommand::Requests => client.get("/v1/proxy/requests").await?,
+        ProxyCommand::Accept { id } => {
+            client
+                .action(
+                    "network.pair.confirmProxy",
+                    json!({"id": id, "accept": true}),
+                )
+                .await?
+        }
+        ProxyCommand::Reject { id } => {
+            client
+                .action(
+                    "network.pair.confirmProxy",
+                    json!({"id": id, "accept": false}),
+                )
+                .await?
+        }
+    };
+    out.show(&v, || v.to_string())
+}
+
+async fn audit(dir: &DataDir, verify: bool, out: &Output) -> Result<()> {
+    let client = api(dir)?;
+    if verify {
+        let report: AuditVerifyView = parse(client.get("/v1/audit?verify=true").await?)?;
+        out.show(&report, || match &report.error {
+            None => format!(
+                "Audit trail verified: {} entries, chain intact.",
+                report.entries
+            ),
+            Some(e) => format!("Audit trail FAILED verification: {e}"),
+        })?;
+        if !report.ok {
+            bail!("the audit trail does not verify");
+        }
+        return Ok(());
+    }
+    let list: Vec<AuditEntryView> = parse(client.get("/v1/audit").await?)?;
+    out.show(&list, || {
+        if list.is_empty() {
+            return "The audit trail is empty.".to_owned();
+        }
+        list.iter()
+            .map(|e| format!("#{:<4} {}  {}", e.seq, fmt_time(e.at), e.event))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn events(dir: &DataDir, since: Option<u64>, out: &Output) -> Result<()> {
+    let mut stream = api(dir)?.events(since).await?;
+    while let Some(ev) = stream.next().await {
+        let ev = ev?;
+        let mut stdout = std::io::stdout().lock();
+        if out.json {
+            writeln!(stdout, "{ev}")?;
+        } else {
+            writeln!(stdout, "{}", describe_event(&ev))?;
+        }
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+fn describe_event(ev: &Value) -> String {
+    let seq = ev["seq"].as_u64().unwrap_or(0);
+    let s = |k: &str| ev[k].as_str().unwrap_or("").to_owned();
+    let what = match ev["type"].as_str().unwrap_or("") {
+        "ResourceChanged" => format!("{} {} changed: {}", s("resource"), s("id"), ev["data"]),
+        "ResourceDeleted" => format!("{} {} removed", s("resource"), s("id")),
+        "PairingConfirmationRequired" => format!(
+            "pairing with {} ({}): code {} — confirm with `vouchnet pair accept {} --code <code on the other device>`",
+            s("name"),
+            s("device_id"),
+            s("code"),
+            s("device_id")
+        ),
+        "PairingFailed" => format!("pairing with {} failed: {}", s("device_id"), s("reason")),
+        "KeyProofFailed" => format!("{} failed to prove it holds the pairing key: {}", s("device_id"), s("reason")),
+        "MessageReceived" => format!("message from {}: {}", s("from"), s("text")),
+        other => format!("{other}: {ev}"),
+    };
+    format!("[{seq}] {what}")
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch.
+pub fn fmt_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(fmt_time(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn events_are_described_in_one_line() {
+        let ev = json!({"seq": 3, "type": "PairingFailed", "device_id": "X", "reason": "timeout"});
+        assert_eq!(describe_event(&ev), "[3] pairing with X failed: timeout");
+    }
+}

@@ -1,0 +1,1316 @@
+//! The event loop: the one task that owns the swarm, the protocol machines and the store.
+//!
+//! It waits on three things, and handles one at a time:
+//! - **swarm events**: connections opening and closing (presence), frames arriving (decoded
+//!   here, attributed to the *connection's* device id, and handed to the machine whose
+//!   message it is), acknowledgements of frames sent;
+//! - **commands** from [`crate::client::Client`]s (the control API, the demo, tests);
+//! - **timers**: the earliest deadline any machine asked for, and the redial schedule.
+//!
+//! It makes no protocol decision. The pairing machine decides what to send, what to show
+//! and when a pairing is complete; the key-proof machine decides whether a device proved
+//! its key; the store decides what a durable change is. This loop carries frames in and
+//! applies outputs: sends through the [`Outbox`], prompts and resource changes through the
+//! [`EventHub`], records through the [`Store`].
+//!
+//! A frame is answered (`Ack`, or `ErrorReply` when it never reached a machine: rate
+//! limited, undecodable, wrong version, not paired) as soon as it was handled, and any
+//! protocol answer goes out as a new request, so no stream stays open while a person
+//! decides.
+
+use crate::addrbook::AddressBook;
+use crate::client::{Command, Reply};
+use crate::clock;
+use crate::error::NodeError;
+use crate::events::{EventHub, NodeEvent, ResourceKind};
+use crate::network::codec::WireFrame;
+use crate::network::presence::{Presence, Redial, Transition};
+use crate::network::ratelimit::RateLimiter;
+use crate::network::{Behaviour, BehaviourEvent};
+use crate::outbox::{Outbox, Outgoing, Settled};
+use crate::peer::{device_of, peer_of};
+use crate::views::{
+    direction_name, AcceptOutcome, AuditEntryView, AuditVerifyView, DeviceView, InboxMessage,
+    NodeInfo, PairRequestOutcome, PairingRequestView, PeerView,
+};
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
+use rand_core::OsRng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use vouchnet_protocol::keyproof::{KeyProofError, KeyProofManager};
+use vouchnet_protocol::keys::{open_text, seal_text, KeyOpError};
+use vouchnet_protocol::messages::{
+    Ack, CancelReason, ErrorCode, ErrorReply, KeyProofChallenge, KeyProofResponse, PairingCancel,
+    SealedText,
+};
+use vouchnet_protocol::model::TrustLevel;
+use vouchnet_protocol::pairing::{
+    Direction, PairingCompleted, PairingFailure, PairingManager, PairingOutput, PairingStage,
+};
+use vouchnet_protocol::{
+    DecodeError, DeviceId, Frame, Limits, Message, ProtocolConfig, PROTOCOL_VERSION,
+};
+use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, RecordKind, Store, StoreError};
+
+/// Texts kept in the inbox (memory only; oldest dropped first).
+pub const INBOX_CAPACITY: usize = 256;
+/// Most messages waiting behind the one in flight to one device.
+const OUTBOX_PER_DEVICE: usize = 32;
+/// Longest the loop sleeps without a deadline, so nothing can wedge it forever.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Inbound frames per peer: burst, then per second.
+const FRAME_BURST: u32 = 32;
+const FRAME_RATE: f64 = 8.0;
+/// Inbound pairing requests per peer: burst, then per second.
+const PAIR_REQUEST_BURST: u32 = 3;
+const PAIR_REQUEST_RATE: f64 = 0.1;
+/// Peers whose rate-limit state is kept.
+const RATE_LIMIT_PEERS: usize = 4096;
+
+/// Which request-response protocol a frame came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Pair,
+    ProxyPair,
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Undelivered {
+    /// The device answered with an `ErrorReply`.
+    Refused(ErrorCode),
+    /// It could not be reached, the stream failed, or the answer made no sense.
+    Failed(String),
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undelivered::Refused(code) => write!(f, "refused: {code:?}"),
+            Undelivered::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What to do when a message is acknowledged or fails.
+#[derive(Debug)]
+enum Token {
+    /// Nothing beyond the message's own kind.
+    None,
+    /// Answer a command.
+    Reply(Reply<()>),
+}
+
+/// How the event loop is set up.
+#[derive(Debug)]
+pub struct LoopOptions {
+    /// This device's display name.
+    pub name: vouchnet_protocol::messages::DisplayName,
+    /// The machines' parameters.
+    pub protocol: ProtocolConfig,
+    /// How long a paired device has to answer a key-proof challenge.
+    pub key_proof_timeout: Duration,
+    /// Multiaddresses to dial at start.
+    pub peers: Vec<Multiaddr>,
+    /// First redial delay, and the longest.
+    pub redial: (Duration, Duration),
+}
+
+/// The event loop. Build with [`EventLoop::new`], then `tokio::spawn(event_loop.run())`.
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    hub: EventHub,
+    store: Store,
+    me: DeviceId,
+    name: vouchnet_protocol::messages::DisplayName,
+    protocol: ProtocolConfig,
+    limits: Limits,
+    pairing: PairingManager,
+    keyproof: KeyProofManager,
+    presence: Presence,
+    redial: Redial,
+    addrbook: AddressBook,
+    outbox: Outbox<Token>,
+    frame_limiter: RateLimiter,
+    pair_limiter: RateLimiter,
+    nearby: BTreeMap<PeerId, BTreeSet<Multiaddr>>,
+    dialed: BTreeMap<DeviceId, Multiaddr>,
+    /// Listen addresses connected devices announced (identify), kept until they disconnect
+    /// so that a device paired on this connection can be redialled there later.
+    announced: BTreeMap<DeviceId, Vec<Multiaddr>>,
+    listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    inbox: VecDeque<InboxMessage>,
+    startup_peers: Vec<Multiaddr>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ack() -> WireFrame {
+    WireFrame::encode(&Frame::new(Message::Ack(Ack {})))
+}
+
+fn error_reply(code: ErrorCode) -> WireFrame {
+    WireFrame::encode(&Frame::new(Message::Error(ErrorReply { code })))
+}
+
+/// A stable identifier for a pairing failure, for events and the CLI.
+pub fn failure_name(f: PairingFailure) -> String {
+    match f {
+        PairingFailure::UserRejected => "user_rejected".into(),
+        PairingFailure::CodeMismatch => "code_mismatch".into(),
+        PairingFailure::CommitmentMismatch => "commitment_mismatch".into(),
+        PairingFailure::KeyConfirmationFailed => "key_confirmation_failed".into(),
+        PairingFailure::InvalidKeyExchange => "invalid_key_exchange".into(),
+        PairingFailure::Timeout => "timeout".into(),
+        PairingFailure::ConnectionLost => "connection_lost".into(),
+        PairingFailure::Aborted => "aborted".into(),
+        PairingFailure::CancelledByPeer(r) => {
+            format!("cancelled_by_peer:{}", cancel_reason_name(r))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn cancel_reason_name(r: CancelReason) -> &'static str {
+    match r {
+        CancelReason::UserRejected => "user_rejected",
+        CancelReason::CommitmentMismatch => "commitment_mismatch",
+        CancelReason::KeyConfirmationFailed => "key_confirmation_failed",
+        CancelReason::Timeout => "timeout",
+        CancelReason::AlreadyInProgress => "already_in_progress",
+        CancelReason::RateLimited => "rate_limited",
+        CancelReason::UnexpectedMessage => "unexpected_message",
+        CancelReason::UnsupportedMethod => "unsupported_method",
+        CancelReason::InvalidKeyExchange => "invalid_key_exchange",
+        CancelReason::Aborted => "aborted",
+        _ => "other",
+    }
+}
+
+fn key_proof_error_name(e: &KeyProofError) -> &'static str {
+    match e {
+        KeyProofError::BadMac => "bad_mac",
+        KeyProofError::WrongChallenge => "wrong_challenge",
+        KeyProofError::Expired { .. } => "timeout",
+        KeyProofError::NoOutstandingChallenge { .. } => "unsolicited",
+        KeyProofError::SelfChallenge => "self",
+        _ => "other",
+    }
+}
+
+fn is_pairing_message(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::PairingRequest(_)
+            | Message::PairingKey(_)
+            | Message::PairingReveal(_)
+            | Message::PairingConfirm(_)
+            | Message::PairingCancel(_)
+    )
+}
+
+/// `addr` without a trailing `/p2p/<id>`.
+fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
+}
+
+impl EventLoop {
+    /// Wires a loop around a built swarm (already listening) and an open store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        hub: EventHub,
+        store: Store,
+        addrbook: AddressBook,
+        listen_addrs: watch::Sender<Vec<Multiaddr>>,
+        opts: LoopOptions,
+    ) -> Result<EventLoop, NodeError> {
+        let me = device_of(swarm.local_peer_id()).expect("the swarm's identity is the device key");
+        let pairing = PairingManager::new(me, opts.name.clone(), opts.protocol.clone());
+        let mut el = EventLoop {
+            swarm,
+            commands,
+            hub,
+            store,
+            me,
+            name: opts.name,
+            limits: Limits::default(),
+            pairing,
+            keyproof: KeyProofManager::new(me, opts.key_proof_timeout),
+            presence: Presence::default(),
+            redial: Redial::new(opts.redial.0, opts.redial.1),
+            addrbook,
+            outbox: Outbox::new(OUTBOX_PER_DEVICE),
+            frame_limiter: RateLimiter::new(FRAME_BURST, FRAME_RATE, RATE_LIMIT_PEERS),
+            pair_limiter: RateLimiter::new(PAIR_REQUEST_BURST, PAIR_REQUEST_RATE, RATE_LIMIT_PEERS),
+            nearby: BTreeMap::new(),
+            dialed: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            listen_addrs,
+            inbox: VecDeque::new(),
+            protocol: opts.protocol,
+            startup_peers: opts.peers,
+        };
+        el.load_paired_devices()?;
+        Ok(el)
+    }
+
+    /// Marks every stored device as paired in the swarm and schedules a dial of those not
+    /// blocked.
+    fn load_paired_devices(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        for rec in self.store.devices()? {
+            if rec.trust_level == TrustLevel::Blocked {
+                continue;
+            }
+            let peer = peer_of(&rec.device_id);
+            self.swarm.behaviour_mut().set_paired(peer, true);
+            for addr in self.addrbook.get(&rec.device_id).to_vec() {
+                self.swarm.add_peer_address(peer, addr);
+            }
+            self.redial.want(rec.device_id, now);
+        }
+        Ok(())
+    }
+
+    /// Runs until shut down (or until every client handle is dropped).
+    pub async fn run(mut self) {
+        for addr in std::mem::take(&mut self.startup_peers) {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!("cannot dial {addr}: {e}");
+            }
+        }
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        tracing::info!("shutting down");
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake) => self.on_timers(),
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Timers
+
+    fn next_wake(&self) -> Instant {
+        let now_mono = Instant::now();
+        let now_wall = clock::now();
+        let mut wake = now_mono + MAX_SLEEP;
+        let deadlines = [self.pairing.poll_timeout(), self.keyproof.poll_timeout()];
+        for at in deadlines.into_iter().flatten() {
+            wake = wake.min(clock::instant_of(at, now_wall, now_mono));
+        }
+        if let Some(due) = self.redial.next_due() {
+            wake = wake.min(due);
+        }
+        wake
+    }
+
+    fn on_timers(&mut self) {
+        let now = clock::now();
+        let outputs = self.pairing.handle_timeout(now);
+        self.apply_pairing(outputs);
+        for device in self.keyproof.handle_timeout(now) {
+            self.key_proof_failed(device, "timeout");
+        }
+        for device in self.redial.due(Instant::now()) {
+            self.dial_paired(device);
+        }
+    }
+
+    fn dial_paired(&mut self, device: DeviceId) {
+        let peer = peer_of(&device);
+        if self.swarm.is_connected(&peer) {
+            self.redial.connected(&device);
+            return;
+        }
+        let mut addrs: Vec<Multiaddr> = self.addrbook.get(&device).to_vec();
+        addrs.extend(self.nearby.get(&peer).into_iter().flatten().cloned());
+        if addrs.is_empty() {
+            self.redial.failed(device, Instant::now());
+            return;
+        }
+        tracing::debug!(%device, "dialling paired device");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%device, "dial not started: {e}");
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Swarm events
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address
+                    .clone()
+                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!("listening on {full}");
+                self.listen_addrs.send_modify(|v| v.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs
+                    .send_modify(|v| v.retain(|a| a != &address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => self.on_connection_opened(peer_id, &endpoint),
+            SwarmEvent::ConnectionClosed { peer_id, .. } => self.on_connection_closed(peer_id),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if let Ok(device) = device_of(&peer) {
+                    if self.redial.delay(&device).is_some() {
+                        tracing::debug!(%device, "redial failed: {error}");
+                        self.redial.failed(device, Instant::now());
+                        let _ = self.store.record_connection(&device, clock::now(), false);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Pair(ev)) => {
+                self.on_request_response(Proto::Pair, ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::ProxyPair(ev)) => {
+                self.on_request_response(Proto::ProxyPair, ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identified(peer_id, info.listen_addrs),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(ev)) => self.on_mdns(ev),
+            _ => {}
+        }
+    }
+
+    fn paired_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
+        match self.store.device(device) {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::error!(%device, "cannot read device record: {e}");
+                None
+            }
+        }
+    }
+
+    /// A paired device whose trust is not Blocked.
+    fn usable_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
+        self.paired_record(device)
+            .filter(|r| r.trust_level != TrustLevel::Blocked)
+    }
+
+    fn on_connection_opened(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
+        let Ok(device) = device_of(&peer) else {
+            tracing::debug!(%peer, "not a vouchnet device (no Ed25519 key); closing");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        };
+        if let ConnectedPoint::Dialer { address, .. } = endpoint {
+            self.dialed.insert(device, strip_p2p(address.clone()));
+        }
+        if self.presence.opened(device) != Transition::Connected {
+            return;
+        }
+        self.redial.connected(&device);
+        if self.usable_record(&device).is_some() {
+            tracing::debug!(%device, "paired device connected; proving keys");
+            self.remember_addresses(device, &[]);
+            self.challenge(device);
+        }
+    }
+
+    fn on_connection_closed(&mut self, peer: PeerId) {
+        let Ok(device) = device_of(&peer) else { return };
+        let Transition::Disconnected { was_online } = self.presence.closed(device) else {
+            return;
+        };
+        self.dialed.remove(&device);
+        self.announced.remove(&device);
+        self.keyproof.connection_lost(device);
+        let outputs = self.pairing.connection_lost(device);
+        self.apply_pairing(outputs);
+        if let Some(rec) = self.usable_record(&device) {
+            if was_online {
+                self.presence_changed(&rec, false);
+            }
+            self.redial.want(device, Instant::now());
+        }
+    }
+
+    fn on_identified(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let Ok(device) = device_of(&peer) else { return };
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .take(crate::addrbook::MAX_ADDRS)
+            .map(strip_p2p)
+            .collect();
+        if self.usable_record(&device).is_some() {
+            self.remember_addresses(device, &addrs);
+        }
+        self.announced.insert(device, addrs);
+    }
+
+    /// Records where `device` can be dialled: the addresses it announced, and the one this
+    /// device dialled it at (most reliable, so recorded last, which puts it first).
+    fn remember_addresses(&mut self, device: DeviceId, announced: &[Multiaddr]) {
+        for addr in announced.iter().rev() {
+            self.remember_address(device, addr.clone());
+        }
+        if let Some(addr) = self.dialed.get(&device).cloned() {
+            self.remember_address(device, addr);
+        }
+    }
+
+    fn remember_address(&mut self, device: DeviceId, addr: Multiaddr) {
+        if self.addrbook.add(device, addr.clone()) {
+            self.swarm.add_peer_address(peer_of(&device), addr);
+            if let Err(e) = self.addrbook.save() {
+                tracing::warn!("cannot save the address book: {e}");
+            }
+        }
+    }
+
+    fn on_mdns(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(list) => {
+                let now = Instant::now();
+                for (peer, addr) in list {
+                    self.nearby.entry(peer).or_default().insert(addr);
+                    if let Ok(device) = device_of(&peer) {
+                        if !self.presence.is_connected(&device)
+                            && self.usable_record(&device).is_some()
+                        {
+                            self.redial.want(device, now);
+                        }
+                    }
+                }
+            }
+            mdns::Event::Expired(list) => {
+                for (peer, addr) in list {
+                    if let Some(set) = self.nearby.get_mut(&peer) {
+                        set.remove(&addr);
+                        if set.is_empty() {
+                            self.nearby.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Frames
+
+    fn on_request_response(
+        &mut self,
+        proto: Proto,
+        event: request_response::Event<WireFrame, WireFrame>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(proto, peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "delivery failed: {error}");
+                if let Some(settled) = self.outbox.failed(request_id) {
+                    self.delivery_failed(settled, Undelivered::Failed(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound frame failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, proto: Proto, channel: ResponseChannel<WireFrame>, frame: WireFrame) {
+        let result = match proto {
+            Proto::Pair => self
+                .swarm
+                .behaviour_mut()
+                .pair
+                .send_response(channel, frame),
+            Proto::ProxyPair => match self.swarm.behaviour_mut().proxy_pair.as_mut() {
+                Some(b) => b.send_response(channel, frame),
+                None => Ok(()),
+            },
+        };
+        if result.is_err() {
+            tracing::debug!("response not sent: the stream is gone");
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        proto: Proto,
+        peer: PeerId,
+        wire: WireFrame,
+        channel: ResponseChannel<WireFrame>,
+    ) {
+        let Ok(device) = device_of(&peer) else {
+            return self.respond(proto, channel, error_reply(ErrorCode::Malformed));
+        };
+        if !self.frame_limiter.allow(peer, Instant::now().into_std()) {
+            tracing::debug!(%device, "rate limited");
+            return self.respond(proto, channel, error_reply(ErrorCode::RateLimited));
+        }
+        let frame = match wire.decode(&self.limits) {
+            Ok(frame) => frame,
+            Err(DecodeError::UnsupportedVersion(v)) => {
+                tracing::debug!(%device, "frame of unsupported version {v}");
+                let code = ErrorCode::UnsupportedVersion {
+                    supported: vec![PROTOCOL_VERSION],
+                };
+                return self.respond(proto, channel, error_reply(code));
+            }
+            Err(e) => {
+                tracing::debug!(%device, "undecodable frame: {e}");
+                return self.respond(proto, channel, error_reply(ErrorCode::Malformed));
+            }
+        };
+        let reply = match (proto, frame.msg) {
+            (Proto::Pair, msg) if is_pairing_message(&msg) => {
+                self.on_pairing_message(device, msg);
+                ack()
+            }
+            (Proto::Pair, Message::KeyProofChallenge(c)) => self.on_challenge(device, c),
+            (Proto::Pair, Message::KeyProofResponse(r)) => self.on_proof(device, r),
+            (Proto::Pair, Message::SealedText(s)) => self.on_sealed_text(device, s),
+            (proto, msg) => {
+                // A message on the wrong protocol, a response kind sent as a request, or a
+                // proxy-pairing message this build has no machine for.
+                tracing::debug!(%device, ?proto, "unexpected {:?}", std::mem::discriminant(&msg));
+                error_reply(ErrorCode::Malformed)
+            }
+        };
+        self.respond(proto, channel, reply);
+    }
+
+    fn on_response(&mut self, request_id: OutboundRequestId, response: WireFrame) {
+        let refused = match response.decode(&self.limits) {
+            Ok(Frame {
+                msg: Message::Ack(_),
+                ..
+            }) => None,
+            Ok(Frame {
+                msg: Message::Error(e),
+                ..
+            }) => Some(Undelivered::Refused(e.code)),
+            Ok(_) => Some(Undelivered::Failed("unexpected response".to_owned())),
+            Err(e) => Some(Undelivered::Failed(format!("undecodable response: {e}"))),
+        };
+        match refused {
+            None => {
+                if let Some((settled, next)) = self.outbox.acked(request_id) {
+                    let device = settled.device;
+                    if let Token::Reply(reply) = settled.done.token {
+                        let _ = reply.send(Ok(()));
+                    }
+                    if let Some(next) = next {
+                        self.dispatch(device, next);
+                    }
+                }
+            }
+            Some(why) => {
+                if let Some(settled) = self.outbox.failed(request_id) {
+                    self.delivery_failed(settled, why);
+                }
+            }
+        }
+    }
+
+    /// Queues `msg` for `device`; it goes out when the previous message was acknowledged.
+    fn send(&mut self, device: DeviceId, msg: Message, token: Token) {
+        match self.outbox.push(device, Outgoing { msg, token }) {
+            Ok(Some(now)) => self.dispatch(device, now),
+            Ok(None) => {}
+            Err(refused) => {
+                let settled = Settled {
+                    device,
+                    done: refused,
+                    dropped: Vec::new(),
+                };
+                let why = Undelivered::Failed("too many messages waiting".to_owned());
+                self.delivery_failed(settled, why);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, device: DeviceId, out: Outgoing<Token>) {
+        let frame = WireFrame::encode(&Frame::new(out.msg.clone()));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .pair
+            .send_request(&peer_of(&device), frame);
+        self.outbox.sent(device, id, out);
+    }
+
+    fn delivery_failed(&mut self, settled: Settled<Token>, why: Undelivered) {
+        let device = settled.device;
+        let mut pairing_broken = false;
+        if matches!(settled.done.msg, Message::KeyProofChallenge(_))
+            && why == Undelivered::Refused(ErrorCode::NotPaired)
+        {
+            // The device does not know this one any more (it unpaired it, or lost its
+            // data): it cannot prove a key it does not have. Reported now, not at the
+            // challenge's timeout.
+            self.keyproof.connection_lost(device);
+            self.key_proof_failed(device, "not_paired_on_peer");
+        }
+        for out in std::iter::once(settled.done).chain(settled.dropped) {
+            if is_pairing_message(&out.msg) && !matches!(out.msg, Message::PairingCancel(_)) {
+                pairing_broken = true;
+            }
+            if let Token::Reply(reply) = out.token {
+                let _ = reply.send(Err(NodeError::Network(format!("{device}: {why}"))));
+            }
+        }
+        if pairing_broken {
+            // A pairing whose next message cannot be delivered cannot finish; end it the
+            // way the machine ends one whose connection is gone.
+            tracing::info!(%device, "pairing message not delivered ({why})");
+            let outputs = self.pairing.connection_lost(device);
+            self.apply_pairing(outputs);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Pairing
+
+    fn on_pairing_message(&mut self, device: DeviceId, msg: Message) {
+        let now = clock::now();
+        if let Message::PairingRequest(req) = &msg {
+            if let Some(reason) = self.refuse_pairing_request(device) {
+                tracing::info!(%device, "pairing request refused ({})", cancel_reason_name(reason));
+                let cancel = Message::PairingCancel(PairingCancel {
+                    tx_id: req.tx_id,
+                    reason,
+                });
+                return self.send(device, cancel, Token::None);
+            }
+        }
+        match self.pairing.handle_message(device, &msg, now, &mut OsRng) {
+            Ok(outputs) => {
+                self.apply_pairing(outputs);
+            }
+            Err(e) => tracing::debug!(%device, "pairing message refused: {e}"),
+        }
+    }
+
+    /// Node-side checks before a `PairingRequest` reaches the machine: the machine keeps no
+    /// records, so the node refuses a peer that is already paired (or blocked), and keeps a
+    /// flood from crowding out honest requests.
+    fn refuse_pairing_request(&mut self, device: DeviceId) -> Option<CancelReason> {
+        if self.paired_record(&device).is_some() {
+            return Some(CancelReason::Aborted);
+        }
+        if self.pairing.view(&device).is_some() {
+            // The machine answers a second request itself (AlreadyInProgress, or the
+            // simultaneous-start rule).
+            return None;
+        }
+        if !self
+            .pair_limiter
+            .allow(peer_of(&device), Instant::now().into_std())
+        {
+            return Some(CancelReason::RateLimited);
+        }
+        self.make_room_for_inbound_request();
+        None
+    }
+
+    /// At the cap on live pairings, ends the oldest inbound pairing still waiting for the
+    /// initiator's reveal. An honest initiator reveals one round trip after the request, so
+    /// a transaction stuck there is almost certainly a flood; without this, requests from
+    /// fresh PeerIds that never continue would hold every slot for the whole pairing
+    /// timeout and lock out a legitimate pairing.
+    fn make_room_for_inbound_request(&mut self) {
+        let pending = self.pairing.pending();
+        if pending.len() < self.protocol.max_pending_prompts {
+            return;
+        }
+        let stalled = pending
+            .iter()
+            .filter(|v| {
+                v.direction == Direction::Inbound && v.stage == PairingStage::AwaitingReveal
+            })
+            .min_by_key(|v| v.deadline)
+            .map(|v| v.peer);
+        if let Some(peer) = stalled {
+            tracing::debug!(%peer, "evicting a stalled inbound pairing to make room");
+            if let Ok(outputs) = self.pairing.abort(peer, clock::now()) {
+                self.apply_pairing(outputs);
+            }
+        }
+    }
+
+    /// Applies the pairing machine's outputs, in order. Returns whether a pairing was stored.
+    fn apply_pairing(&mut self, outputs: Vec<PairingOutput>) -> bool {
+        let mut stored = false;
+        for out in outputs {
+            match out {
+                PairingOutput::Send { to, msg } => self.send(to, msg, Token::None),
+                PairingOutput::ConfirmationRequired(p) => {
+                    tracing::info!(
+                        "pairing with {} ({}): code {} — confirm if the other device shows the same",
+                        p.peer_name.as_str(),
+                        p.peer,
+                        p.code
+                    );
+                    self.hub.publish(NodeEvent::PairingConfirmationRequired {
+                        device_id: p.peer.to_string(),
+                        name: p.peer_name.as_str().to_owned(),
+                        code: p.code,
+                        direction: direction_name(p.direction).to_owned(),
+                        deadline: p.deadline.as_millis(),
+                    });
+                }
+                PairingOutput::Changed(view) => {
+                    let data = serde_json::to_value(PairingRequestView::from(&view))
+                        .expect("views serialize");
+                    self.hub.publish(NodeEvent::ResourceChanged {
+                        resource: ResourceKind::PairingSession,
+                        id: view.peer.to_string(),
+                        data,
+                    });
+                }
+                PairingOutput::Paired(done) => stored |= self.on_paired(*done),
+                PairingOutput::Failed { peer, failure, .. } => {
+                    tracing::info!(%peer, "pairing failed: {}", failure_name(failure));
+                    self.hub.publish(NodeEvent::ResourceDeleted {
+                        resource: ResourceKind::PairingSession,
+                        id: peer.to_string(),
+                    });
+                    self.hub.publish(NodeEvent::PairingFailed {
+                        device_id: peer.to_string(),
+                        reason: failure_name(failure),
+                    });
+                }
+            }
+        }
+        stored
+    }
+
+    fn on_paired(&mut self, done: PairingCompleted) -> bool {
+        let record = DirectPairing {
+            device_id: done.peer,
+            public_key: done.peer_public_key,
+            name: done.peer_name.clone(),
+            tx_id: done.tx_id,
+            session_key: done.pairing_key.clone(),
+            our_mac: done.our_mac,
+            their_mac: done.their_mac,
+            at: clock::now(),
+        };
+        self.hub.publish(NodeEvent::ResourceDeleted {
+            resource: ResourceKind::PairingSession,
+            id: done.peer.to_string(),
+        });
+        match self.store.pair_direct(&record) {
+            Ok(rec) => {
+                tracing::info!("paired with {} ({})", rec.name.as_str(), rec.device_id);
+                let peer = peer_of(&rec.device_id);
+                self.swarm.behaviour_mut().set_paired(peer, true);
+                let announced = self
+                    .announced
+                    .get(&rec.device_id)
+                    .cloned()
+                    .unwrap_or_default();
+                self.remember_addresses(rec.device_id, &announced);
+                self.publish_device(&rec);
+                if self.presence.is_connected(&rec.device_id) {
+                    self.challenge(rec.device_id);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(device = %done.peer, "pairing completed but could not be stored: {e}");
+                self.hub.publish(NodeEvent::PairingFailed {
+                    device_id: done.peer.to_string(),
+                    reason: "storage".to_owned(),
+                });
+                false
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Key proof and presence
+
+    fn challenge(&mut self, device: DeviceId) {
+        match self.keyproof.challenge(device, clock::now(), &mut OsRng) {
+            Ok(msg) => self.send(device, msg, Token::None),
+            Err(e) => tracing::warn!(%device, "cannot challenge: {e}"),
+        }
+    }
+
+    fn on_challenge(&mut self, device: DeviceId, challenge: KeyProofChallenge) -> WireFrame {
+        let Some(rec) = self.usable_record(&device) else {
+            return error_reply(ErrorCode::NotPaired);
+        };
+        let answer = self.keyproof.respond(&device, &challenge, &rec.session_key);
+        self.send(device, answer, Token::None);
+        ack()
+    }
+
+    fn on_proof(&mut self, device: DeviceId, response: KeyProofResponse) -> WireFrame {
+        let Some(rec) = self.usable_record(&device) else {
+            return error_reply(ErrorCode::NotPaired);
+        };
+        let now = clock::now();
+        match self
+            .keyproof
+            .handle_response(device, &response, &rec.session_key, now)
+        {
+            Ok(()) => {
+                if self.presence.verified(device) {
+                    if let Err(e) = self.store.touch_last_seen(&device, now) {
+                        tracing::warn!(%device, "cannot record last seen: {e}");
+                    }
+                    let _ = self.store.record_connection(&device, now, true);
+                    let rec = self.paired_record(&device).unwrap_or(rec);
+                    self.presence_changed(&rec, true);
+                }
+            }
+            Err(KeyProofError::NoOutstandingChallenge { .. }) => {
+                tracing::debug!(%device, "key proof nobody asked for; ignored");
+            }
+            Err(e) => self.key_proof_failed(device, key_proof_error_name(&e)),
+        }
+        ack()
+    }
+
+    fn key_proof_failed(&mut self, device: DeviceId, reason: &str) {
+        tracing::warn!(%device, "paired device failed to prove it holds the pairing key ({reason})");
+        if let Err(e) = self
+            .store
+            .record_event(clock::now(), AuditEvent::KeyProofFailed { device })
+        {
+            tracing::error!(%device, "cannot audit the failed key proof: {e}");
+        }
+        if self.presence.unverify(&device) {
+            if let Some(rec) = self.paired_record(&device) {
+                self.presence_changed(&rec, false);
+            }
+        }
+        self.hub.publish(NodeEvent::KeyProofFailed {
+            device_id: device.to_string(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// A paired device came online (it proved its key on a connection) or went offline
+    /// (its last connection closed, or it stopped being trusted online). Every presence
+    /// change goes through here: the UI gets the device resource, and this is where the
+    /// offline queue flushes what waits for a device that came online.
+    fn presence_changed(&mut self, rec: &DeviceRecord, online: bool) {
+        let state = if online { "online" } else { "offline" };
+        tracing::info!("{} ({}) is {state}", rec.name.as_str(), rec.device_id);
+        self.publish_device(rec);
+    }
+
+    fn publish_device(&self, rec: &DeviceRecord) {
+        let view = DeviceView::new(rec, self.presence.is_online(&rec.device_id));
+        self.hub.publish(NodeEvent::ResourceChanged {
+            resource: ResourceKind::Device,
+            id: rec.device_id.to_string(),
+            data: serde_json::to_value(view).expect("views serialize"),
+        });
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Sealed text
+
+    fn on_sealed_text(&mut self, device: DeviceId, sealed: SealedText) -> WireFrame {
+        let Some(rec) = self.usable_record(&device) else {
+            return error_reply(ErrorCode::NotPaired);
+        };
+        match open_text(&rec.session_key, &device, &self.me, &sealed) {
+            Ok(text) => {
+                let received_at = clock::now().as_millis();
+                tracing::info!("message from {} ({device})", rec.name.as_str());
+                if self.inbox.len() == INBOX_CAPACITY {
+                    self.inbox.pop_front();
+                }
+                self.inbox.push_back(InboxMessage {
+                    from: device.to_string(),
+                    text: text.clone(),
+                    received_at,
+                });
+                self.hub.publish(NodeEvent::MessageReceived {
+                    from: device.to_string(),
+                    text,
+                    received_at,
+                });
+                ack()
+            }
+            Err(e) => {
+                tracing::warn!(%device, "sealed text did not open: {e}");
+                error_reply(ErrorCode::Malformed)
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Commands
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Info(r) => {
+                let _ = r.send(Ok(self.info()));
+            }
+            Command::Peers(r) => {
+                let _ = r.send(Ok(self.peers()));
+            }
+            Command::Dial(addr, r) => {
+                let _ = r.send(
+                    self.swarm
+                        .dial(addr)
+                        .map_err(|e| NodeError::Network(e.to_string())),
+                );
+            }
+            Command::PairRequest {
+                device,
+                addr,
+                reply,
+            } => {
+                let _ = reply.send(self.pair_request(device, addr));
+            }
+            Command::PairAccept {
+                device,
+                code,
+                reply,
+            } => {
+                let _ = reply.send(self.pair_accept(device, code));
+            }
+            Command::PairReject(device, r) => {
+                let result = self
+                    .pairing
+                    .user_reject(device, clock::now())
+                    .map(|outputs| {
+                        self.apply_pairing(outputs);
+                    });
+                let _ = r.send(result.map_err(NodeError::from));
+            }
+            Command::PairRequests(r) => {
+                let views = self
+                    .pairing
+                    .pending()
+                    .iter()
+                    .map(PairingRequestView::from)
+                    .collect();
+                let _ = r.send(Ok(views));
+            }
+            Command::Devices(r) => {
+                let _ = r.send(self.devices());
+            }
+            Command::SetTrust(device, level, r) => {
+                let _ = r.send(self.set_trust(device, level));
+            }
+            Command::Unpair(device, r) => {
+                let _ = r.send(self.unpair(device));
+            }
+            Command::SendText(device, text, r) => self.send_text(device, text, r),
+            Command::Inbox(r) => {
+                let _ = r.send(Ok(self.inbox.iter().cloned().collect()));
+            }
+            Command::Audit(r) => {
+                let _ = r.send(self.audit());
+            }
+            Command::AuditVerify(r) => {
+                let view = match self.store.verify_audit() {
+                    Ok(report) => AuditVerifyView {
+                        ok: true,
+                        entries: report.entries,
+                        error: None,
+                    },
+                    Err(e) => AuditVerifyView {
+                        ok: false,
+                        entries: 0,
+                        error: Some(e.to_string()),
+                    },
+                };
+                let _ = r.send(Ok(view));
+            }
+            Command::Sessions(r) => {
+                let _ = r.send(self.store.sessions().map_err(NodeError::from));
+            }
+            Command::Session(id, r) => {
+                let result = match self.store.session(&id) {
+                    Ok(Some(s)) => Ok(s),
+                    Ok(None) => Err(NodeError::NotFound(format!("no vouching session {id}"))),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = r.send(result);
+            }
+            Command::Shutdown(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn info(&self) -> NodeInfo {
+        let me = *self.swarm.local_peer_id();
+        NodeInfo {
+            device_id: self.me.to_string(),
+            name: self.name.as_str().to_owned(),
+            listen_addrs: self
+                .listen_addrs
+                .borrow()
+                .iter()
+                .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
+                .collect(),
+            fingerprint: self
+                .me
+                .public_key()
+                .map(|k| k.fingerprint())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerView> {
+        let mut ids: BTreeSet<PeerId> = self.nearby.keys().copied().collect();
+        ids.extend(self.presence.connected().iter().map(peer_of));
+        ids.into_iter()
+            .filter_map(|peer| {
+                let device = device_of(&peer).ok()?;
+                let mut addrs: BTreeSet<String> = self
+                    .nearby
+                    .get(&peer)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.to_string())
+                    .collect();
+                if let Some(a) = self.dialed.get(&device) {
+                    addrs.insert(a.to_string());
+                }
+                Some(PeerView {
+                    device_id: device.to_string(),
+                    addrs: addrs.into_iter().collect(),
+                    nearby: self.nearby.contains_key(&peer),
+                    connected: self.presence.is_connected(&device),
+                    paired: self.paired_record(&device).is_some(),
+                    online: self.presence.is_online(&device),
+                })
+            })
+            .collect()
+    }
+
+    fn pair_request(
+        &mut self,
+        device: DeviceId,
+        addr: Option<Multiaddr>,
+    ) -> Result<PairRequestOutcome, NodeError> {
+        if device == self.me {
+            return Err(NodeError::InvalidArgument(
+                "a device cannot pair with itself".into(),
+            ));
+        }
+        if let Some(rec) = self.paired_record(&device) {
+            return Err(NodeError::Conflict(format!(
+                "{device} is already paired ({}); unpair it first to pair again",
+                crate::views::trust_level_name(rec.trust_level)
+            )));
+        }
+        let peer = peer_of(&device);
+        if let Some(addr) = addr {
+            if let Some(Protocol::P2p(id)) = addr.iter().last() {
+                if id != peer {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "the address names device {id}, not {device}"
+                    )));
+                }
+            }
+            self.swarm.add_peer_address(peer, strip_p2p(addr));
+        }
+        let outputs = self.pairing.start(device, clock::now(), &mut OsRng)?;
+        self.apply_pairing(outputs);
+        let view = self
+            .pairing
+            .view(&device)
+            .ok_or_else(|| NodeError::Network(format!("{device} could not be reached")))?;
+        Ok(PairRequestOutcome {
+            device_id: device.to_string(),
+            pairing: PairingRequestView::from(&view),
+        })
+    }
+
+    fn pair_accept(
+        &mut self,
+        device: DeviceId,
+        code: Option<String>,
+    ) -> Result<AcceptOutcome, NodeError> {
+        let now = clock::now();
+        let outputs = match &code {
+            Some(code) => self.pairing.user_confirm_code(device, code.trim(), now)?,
+            None => self.pairing.user_confirm(device, now)?,
+        };
+        let mismatch = outputs.iter().any(|o| {
+            matches!(
+                o,
+                PairingOutput::Failed {
+                    failure: PairingFailure::CodeMismatch,
+                    ..
+                }
+            )
+        });
+        let paired = self.apply_pairing(outputs);
+        if mismatch {
+            return Err(NodeError::CodeMismatch);
+        }
+        let state = if paired { "paired" } else { "waiting" };
+        Ok(AcceptOutcome {
+            device_id: device.to_string(),
+            state: state.to_owned(),
+        })
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceView>, NodeError> {
+        Ok(self
+            .store
+            .devices()?
+            .iter()
+            .map(|r| DeviceView::new(r, self.presence.is_online(&r.device_id)))
+            .collect())
+    }
+
+    fn require_device(&self, device: &DeviceId) -> Result<DeviceRecord, NodeError> {
+        self.store
+            .device(device)?
+            .ok_or_else(|| NodeError::NotFound(format!("{device} is not a paired device")))
+    }
+
+    fn set_trust(&mut self, device: DeviceId, level: TrustLevel) -> Result<DeviceView, NodeError> {
+        self.require_device(&device)?;
+        let previous = self.store.set_trust(&device, level, clock::now())?;
+        let peer = peer_of(&device);
+        if level == TrustLevel::Blocked && previous != TrustLevel::Blocked {
+            self.swarm.behaviour_mut().set_paired(peer, false);
+            self.presence.unverify(&device);
+            self.redial.forget(&device);
+            self.keyproof.connection_lost(device);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        } else if previous == TrustLevel::Blocked && level != TrustLevel::Blocked {
+            self.swarm.behaviour_mut().set_paired(peer, true);
+            if self.presence.is_connected(&device) {
+                self.challenge(device);
+            } else {
+                self.redial.want(device, Instant::now());
+            }
+        }
+        let rec = self.require_device(&device)?;
+        self.publish_device(&rec);
+        Ok(DeviceView::new(&rec, self.presence.is_online(&device)))
+    }
+
+    fn unpair(&mut self, device: DeviceId) -> Result<(), NodeError> {
+        match self.store.unpair(&device, clock::now()) {
+            Ok(_) => {}
+            Err(StoreError::NotFound(RecordKind::Device)) => {
+                return Err(NodeError::NotFound(format!(
+                    "{device} is not a paired device"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(%device, "unpaired");
+        self.swarm
+            .behaviour_mut()
+            .set_paired(peer_of(&device), false);
+        self.presence.unverify(&device);
+        self.redial.forget(&device);
+        self.keyproof.connection_lost(device);
+        if self.addrbook.remove(&device) {
+            let _ = self.addrbook.save();
+        }
+        self.hub.publish(NodeEvent::ResourceDeleted {
+            resource: ResourceKind::Device,
+            id: device.to_string(),
+        });
+        Ok(())
+    }
+
+    fn send_text(&mut self, device: DeviceId, text: String, reply: Reply<()>) {
+        let rec = match self.require_device(&device) {
+            Ok(rec) if rec.trust_level == TrustLevel::Blocked => {
+                let _ = reply.send(Err(NodeError::Conflict(format!("{device} is blocked"))));
+                return;
+            }
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        match seal_text(&rec.session_key, &self.me, &device, &text, &mut OsRng) {
+            Ok(sealed) => self.send(device, Message::SealedText(sealed), Token::Reply(reply)),
+            Err(KeyOpError::TooLarge) => {
+                let _ = reply.send(Err(NodeError::InvalidArgument(
+                    "the text is too long".into(),
+                )));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::InvalidArgument(e.to_string())));
+            }
+        }
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntryView>, NodeError> {
+        let entries = self.store.audit_entries(0, usize::MAX)?;
+        Ok(entries
+            .iter()
+            .map(|e| AuditEntryView {
+                seq: e.seq,
+                at: e.at.as_millis(),
+                event: crate::audit::summary(&e.event),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,242 @@
+//! The built `vouchnet` binary, run as separate processes on loopback with their own data
+//! directories, driven only through the CLI — exactly as a script pairs two devices.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vouchnet");
+const STEP: Duration = Duration::from_secs(30);
+
+fn vouchnet(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("vouchnet runs")
+}
+
+/// Runs a command that must succeed with `--json`, and parses its output.
+fn json(dir: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = vouchnet(dir, &all);
+    assert!(
+        out.status.success(),
+        "vouchnet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "vouchnet {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Polls `f` until it returns `Some`, within [`STEP`].
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < STEP, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `vouchnet run` process, stopped with SIGTERM when dropped.
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        let init = json(&dir, &["init", "--name", name]);
+        assert_eq!(init["name"], name);
+        assert_eq!(init["created"], true);
+        let child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vouchnet run starts");
+        let node = Node {
+            child,
+            dir,
+            _tmp: tmp,
+        };
+        eventually("the node to listen", || {
+            node.dir.join("api.addr").exists().then_some(())?;
+            let id = json(&node.dir, &["id"]);
+            (!id["listen_addrs"].as_array()?.is_empty()).then_some(())
+        });
+        node
+    }
+
+    fn id(&self) -> Value {
+        json(&self.dir, &["id"])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn code_for(node: &Node, peer: &str) -> String {
+    eventually("a code", || {
+        let list = json(&node.dir, &["pair", "requests"]);
+        list.as_array()?.iter().find(|p| p["device_id"] == peer)?["code"]
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+#[test]
+fn two_processes_pair_through_the_cli_only() {
+    let a = Node::start("laptop");
+    let b = Node::start("phone");
+    let a_id = a.id()["device_id"].as_str().unwrap().to_owned();
+    let b_info = b.id();
+    let b_id = b_info["device_id"].as_str().unwrap().to_owned();
+    let b_addr = b_info["listen_addrs"][0].as_str().unwrap().to_owned();
+    assert_eq!(b_info["name"], "phone");
+
+    let asked = json(&a.dir, &["pair", &b_id, "--addr", &b_addr, "--no-wait"]);
+    assert_eq!(asked["device_id"], b_id.as_str());
+    assert_eq!(asked["direction"], "outbound");
+
+    let code_on_a = code_for(&a, &b_id);
+    let code_on_b = code_for(&b, &a_id);
+    assert_eq!(code_on_a.len(), 6);
+    let requests = json(&b.dir, &["pair", "requests"]);
+    assert_eq!(requests[0]["direction"], "inbound");
+
+    // Each side types the code the other side shows.
+    let first = json(&a.dir, &["pair", "accept", &b_id, "--code", &code_on_b]);
+    assert_eq!(first["state"], "waiting");
+    json(&b.dir, &["pair", "accept", &a_id, "--code", &code_on_a]);
+
+    for (me, other, other_name) in [(&a, &b_id, "phone"), (&b, &a_id, "laptop")] {
+        let device = eventually("the pairing to be stored and proven", || {
+            let list = json(&me.dir, &["devices"]);
+            let d = list
+                .as_array()?
+                .iter()
+                .find(|d| d["device_id"] == other.as_str())?
+                .clone();
+            (d["online"] == true).then_some(d)
+        });
+        assert_eq!(device["name"], other_name);
+        assert_eq!(device["pairing_type"], "direct");
+        assert_eq!(device["trust_level"], "trusted");
+        assert_eq!(device["vouched_by"], Value::Null);
+        assert!(device["paired_at"].as_u64().unwrap() > 0);
+    }
+
+    // A message over the new pairing.
+    json(&a.dir, &["send", &b_id, "hello"]);
+    let inbox = json(&b.dir, &["inbox"]);
+    assert_eq!(inbox[0]["from"], a_id.as_str());
+    assert_eq!(inbox[0]["text"], "hello");
+    assert!(inbox[0]["received_at"].as_u64().unwrap() > 0);
+
+    let audit = json(&a.dir, &["audit", "--verify"]);
+    assert_eq!(audit["ok"], true);
+    assert_eq!(audit["entries"], 1);
+}
+
+#[test]
+fn commands_that_are_not_yet_available_fail_clearly() {
+    let a = Node::start("laptop");
+    let id = a.id()["device_id"].as_str().unwrap().to_owned();
+    for args in [
+        vec!["vouch", id.as_str(), "--all"],
+        vec!["proxy", "requests"],
+        vec!["proxy", "accept", "x"],
+        vec!["proxy", "reject", "x"],
+    ] {
+        let out = vouchnet(&a.dir, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not yet available"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(json(&a.dir, &["sessions"]), Value::Array(vec![]));
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    json(dir, &["init", "--name", "x"]);
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("vouch_response_timeout = 30", "vouch_respone_timeout = 30"),
+    )
+    .unwrap();
+    let out = vouchnet(dir, &["run", "--no-mdns"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vouch_respone_timeout"), "{err}");
+
+    std::fs::write(&config, "auto_accept_vouched = \"yes\"\n").unwrap();
+    let out = vouchnet(dir, &["run", "--no-mdns"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auto_accept_vouched"));
+}
+
+#[test]
+fn commands_fail_clearly_when_the_node_is_not_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = vouchnet(dir, &["devices"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    // `id` works offline once initialised.
+    let init = json(dir, &["init", "--name", "offline"]);
+    let id = json(dir, &["id"]);
+    assert_eq!(id["device_id"], init["device_id"]);
+    assert_eq!(id["name"], "offline");
+    assert_eq!(id["listen_addrs"], Value::Array(vec![]));
+}
+
+#[test]
+fn the_demo_runs_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = vouchnet(tmp.path(), &["demo", "--fast"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The user confirms on each device, and they are paired"),
+        "{text}"
+    );
+    assert!(
+        text.contains("The codes differ, so the laptop refuses"),
+        "{text}"
+    );
+    assert!(text.contains("Verified: intact"), "{text}");
+}

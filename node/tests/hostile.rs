@@ -1,0 +1,176 @@
+//! Hostile and foreign peers against a real node: floods, rate limits, frames the node must
+//! refuse, and the protocol a node without proxy pairing does not offer.
+
+mod common;
+
+use common::*;
+use libp2p::request_response::OutboundFailure;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use vouchnet_node::network::codec::{WireFrame, PROXY_PAIR_PROTOCOL};
+use vouchnet_protocol::messages::{
+    Ack, DisplayName, ErrorCode, ErrorReply, KeyProofChallenge, PairingRequest, PAIRING_METHOD,
+};
+use vouchnet_protocol::{Frame, Limits, Message, TxId};
+
+fn pairing_request(rng: &mut impl RngCore) -> WireFrame {
+    let mut tx = [0u8; 16];
+    rng.fill_bytes(&mut tx);
+    let mut commitment = [0u8; 32];
+    rng.fill_bytes(&mut commitment);
+    frame(Message::PairingRequest(PairingRequest {
+        tx_id: TxId(tx),
+        method: PAIRING_METHOD.to_owned(),
+        commitment,
+        name: DisplayName::new("flood").unwrap(),
+    }))
+}
+
+fn error_code(o: &RawOutcome) -> Option<&ErrorCode> {
+    match o {
+        RawOutcome::Response(Frame {
+            msg: Message::Error(ErrorReply { code }),
+            ..
+        }) => Some(code),
+        _ => None,
+    }
+}
+
+/// Requests from many fresh PeerIds that never continue past the first message must not
+/// lock out a legitimate pairing, and the node's state stays within its caps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_pairing_requests_from_fresh_peers_does_not_stop_a_legitimate_pairing() {
+    let cap = 4;
+    let b = TestNode::start_with(vouchnet_node::NodeConfig {
+        max_pending_prompts: cap,
+        ..config("phone")
+    })
+    .await;
+    let a = TestNode::start("laptop").await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
+    let flooders = 24;
+    let mut swarms: Vec<_> = (0..flooders).map(|_| raw_swarm(PAIR)).collect();
+    for s in swarms.iter_mut() {
+        let outcomes = raw_send(s, &b.addr(), vec![pairing_request(&mut rng)]).await;
+        assert!(is_ack(&outcomes[0]), "{outcomes:?}");
+        assert!(
+            b.pairings().await.len() <= cap,
+            "pending pairings stay within the cap"
+        );
+    }
+    assert_eq!(
+        b.pairings().await.len(),
+        cap,
+        "the cap is full of stalled requests"
+    );
+
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    wait_online(&b, a.id(), true).await;
+    assert!(b.pairings().await.len() <= cap);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_over_its_rate_limit_is_refused() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    // Unsolicited key-proof challenges from a stranger: each is answered NotPaired until
+    // the peer exceeds its rate, then RateLimited.
+    let frames = (0..64u8)
+        .map(|i| {
+            frame(Message::KeyProofChallenge(KeyProofChallenge {
+                challenge: [i; 32],
+            }))
+        })
+        .collect();
+    let outcomes = raw_send(&mut s, &b.addr(), frames).await;
+    let not_paired = outcomes
+        .iter()
+        .filter(|o| error_code(o) == Some(&ErrorCode::NotPaired))
+        .count();
+    let limited = outcomes
+        .iter()
+        .filter(|o| error_code(o) == Some(&ErrorCode::RateLimited))
+        .count();
+    assert!(not_paired >= 32, "the burst is served: {not_paired}");
+    assert!(
+        limited >= 1,
+        "beyond the burst the peer is limited: {outcomes:?}"
+    );
+    assert_eq!(not_paired + limited, 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_of_an_unknown_version_gets_an_unsupported_version_answer() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let future = Frame {
+        v: 2,
+        msg: Message::Ack(Ack {}),
+    };
+    let outcomes = raw_send(&mut s, &b.addr(), vec![WireFrame::raw(future.encode())]).await;
+    assert_eq!(
+        error_code(&outcomes[0]),
+        Some(&ErrorCode::UnsupportedVersion { supported: vec![1] })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_misplaced_messages_are_refused_as_malformed() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let outcomes = raw_send(
+        &mut s,
+        &b.addr(),
+        vec![
+            WireFrame::raw(vec![0xff, 0x00, 0x13]),
+            WireFrame::raw(Vec::new()),
+            // A response kind sent as a request.
+            frame(Message::Ack(Ack {})),
+        ],
+    )
+    .await;
+    for o in &outcomes {
+        assert_eq!(error_code(o), Some(&ErrorCode::Malformed), "{o:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_fails_its_stream_and_the_node_carries_on() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let max = Limits::default().max_frame;
+    let outcomes = raw_send(&mut s, &b.addr(), vec![WireFrame::raw(vec![0u8; max + 1])]).await;
+    // The node reads at most max + 1 bytes, then drops the stream: no answer comes back.
+    assert!(
+        matches!(
+            outcomes[0],
+            RawOutcome::Failure(_) | RawOutcome::NoFrame(vouchnet_protocol::DecodeError::Empty)
+        ),
+        "{:?}",
+        outcomes[0]
+    );
+    let outcomes = raw_send(
+        &mut s,
+        &b.addr(),
+        vec![frame(Message::KeyProofChallenge(KeyProofChallenge {
+            challenge: [1; 32],
+        }))],
+    )
+    .await;
+    assert_eq!(error_code(&outcomes[0]), Some(&ErrorCode::NotPaired));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_proxy_pairing_does_not_offer_its_protocol() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PROXY_PAIR_PROTOCOL);
+    let outcomes = raw_send(&mut s, &b.addr(), vec![frame(Message::Ack(Ack {}))]).await;
+    assert!(
+        matches!(
+            outcomes[0],
+            RawOutcome::Failure(OutboundFailure::UnsupportedProtocols)
+        ),
+        "{:?}",
+        outcomes[0]
+    );
+}

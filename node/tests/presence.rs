@@ -1,0 +1,178 @@
+//! Presence and the key proof between real nodes: paired devices reconnect by themselves
+//! and prove their keys; a device that cannot prove its key is never online, and the
+//! failure is audited and shown.
+
+mod common;
+
+use common::*;
+use vouchnet_node::events::NodeEvent;
+use vouchnet_protocol::SymmetricKey;
+use vouchnet_storage::Store;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paired_device_goes_offline_with_its_last_connection_and_is_redialled_after_a_restart() {
+    let a = TestNode::start("laptop").await;
+    let mut b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    wait_online(&b, a.id(), true).await;
+
+    let mut a_events = a.subscribe();
+    let b_id = b.id();
+    b.stop().await;
+    next_event(&mut a_events, device_changed(b_id, false)).await;
+    wait_online(&a, b_id, false).await;
+
+    // The phone comes back on a new port: it redials the laptop at the address the laptop
+    // announced, and both prove their keys again.
+    b.restart().await;
+    next_event(&mut a_events, device_changed(b_id, true)).await;
+    wait_online(&b, a.id(), true).await;
+    let peers = a.n().client.peers().await.unwrap();
+    let p = peers
+        .iter()
+        .find(|p| p.device_id == b_id.to_string())
+        .expect("b is connected");
+    assert!(p.connected && p.paired && p.online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_cannot_prove_the_pairing_key_is_not_online_and_the_failure_is_audited() {
+    let a = TestNode::start("laptop").await;
+    let mut b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    let b_id = b.id();
+    b.stop().await;
+    wait_online(&a, b_id, false).await;
+
+    // The phone comes back holding a different key for the laptop (as an impostor with the
+    // phone's identity key but not the pairing key would).
+    {
+        let store = Store::open(b.dir.path()).unwrap();
+        store
+            .set_session_key(
+                &a.id(),
+                &SymmetricKey::from_bytes([7; 32]),
+                vouchnet_node::clock::now(),
+            )
+            .unwrap();
+    }
+    let mut a_events = a.subscribe();
+    let audit_before = a.audit_len().await;
+    b.restart().await;
+
+    let failed = next_event(&mut a_events, |e| {
+        matches!(e, NodeEvent::KeyProofFailed { .. })
+    })
+    .await;
+    let NodeEvent::KeyProofFailed { device_id, reason } = &failed.event else {
+        unreachable!()
+    };
+    assert_eq!(device_id, &b_id.to_string());
+    assert_eq!(reason, "bad_mac");
+    let audit = a.n().client.audit().await.unwrap();
+    assert_eq!(audit.len(), audit_before + 1);
+    assert!(
+        audit.last().unwrap().event.contains("failed to prove"),
+        "{:?}",
+        audit.last()
+    );
+    let devices = a.devices().await;
+    assert!(!devices[0].online, "connected but not proven: not online");
+    let peers = a.n().client.peers().await.unwrap();
+    assert!(peers
+        .iter()
+        .any(|p| p.device_id == b_id.to_string() && p.connected && !p.online));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_a_device_takes_it_offline_and_unblocking_brings_it_back() {
+    let a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    let view = a
+        .n()
+        .client
+        .set_trust(b.id(), vouchnet_protocol::model::TrustLevel::Blocked)
+        .await
+        .unwrap();
+    assert_eq!(view.trust_level, "blocked");
+    assert!(!view.online);
+    let view = a
+        .n()
+        .client
+        .set_trust(b.id(), vouchnet_protocol::model::TrustLevel::Trusted)
+        .await
+        .unwrap();
+    assert_eq!(view.trust_level, "trusted");
+    wait_online(&a, b.id(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_forgot_this_one_is_reported_at_once() {
+    let mut a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    b.n().client.unpair(a.id()).await.unwrap();
+    a.stop().await;
+    a.restart().await;
+    // The laptop redials the phone, challenges it, and the phone says it is not paired.
+    let mut a_events = a.subscribe();
+    let failed = next_event(&mut a_events, |e| {
+        matches!(e, NodeEvent::KeyProofFailed { .. })
+    })
+    .await;
+    assert!(
+        matches!(&failed.event, NodeEvent::KeyProofFailed { reason, .. } if reason == "not_paired_on_peer"),
+        "{failed:?}"
+    );
+    assert!(!a.devices().await[0].online);
+}
+
+/// Idle connections close after `idle_connection_timeout`, except those to paired devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paired_devices_stay_connected_while_idle_connections_to_strangers_close() {
+    let quick = |name| vouchnet_node::NodeConfig {
+        idle_connection_timeout: 1,
+        ..config(name)
+    };
+    let a = TestNode::start_with(quick("laptop")).await;
+    let b = TestNode::start_with(quick("phone")).await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    // A stranger connects after the pair went quiet, so its connection is idle for less
+    // time than theirs: once it is closed, theirs would have been too without keep-alive.
+    let mut a_events = a.n().client.events().subscribe(None);
+    let c = TestNode::start_with(quick("stranger")).await;
+    c.n().client.dial(a.addr()).await.unwrap();
+    let c_id = c.id().to_string();
+    let connected = |node: &TestNode, id: String| {
+        let client = node.n().client.clone();
+        async move {
+            client
+                .peers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|p| p.device_id == id && p.connected)
+        }
+    };
+    eventually(|| async { connected(&a, c_id.clone()).await.then_some(()) }).await;
+    eventually(|| async { (!connected(&a, c_id.clone()).await).then_some(()) }).await;
+    assert!(
+        connected(&a, b.id().to_string()).await,
+        "the paired device is still connected"
+    );
+    assert!(a.devices().await[0].online);
+    // ... and never dropped meanwhile (a redial would have hidden a drop).
+    let went_offline = device_changed(b.id(), false);
+    while let Ok(env) = a_events.live.try_recv() {
+        assert!(
+            !went_offline(&env.event),
+            "the paired device went offline: {env:?}"
+        );
+    }
+}
