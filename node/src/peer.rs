@@ -1,10 +1,7 @@
 //! The one place where a libp2p `PeerId` becomes a vouchnet [`DeviceId`] and back.
 //!
-//! The protocol crate names devices with the `PeerId` of `libp2p-identity` 0.2, while
-//! libp2p 0.57 (and so the swarm) uses `libp2p-identity` 0.3. Both encode a `PeerId` as the
-//! same multihash bytes, so converting through bytes is exact. Keeping the conversion here
-//! means the rest of the node never mixes the two types, and the day both crates share one
-//! version of `libp2p-identity` only this file changes.
+//! The protocol crate and the swarm share one version of `libp2p-identity`, so these are
+//! thin wrappers; they exist so the rule below has one obvious home.
 //!
 //! Every inbound frame is attributed with [`device_of`] applied to the *connection's* peer:
 //! a device id is never taken from a message body.
@@ -15,19 +12,17 @@ use vouchnet_protocol::{DeviceId, DeviceKeypair, KeyError};
 /// The device id of a connection's authenticated peer. Fails for a peer whose id does not
 /// embed an Ed25519 key (not a vouchnet device).
 pub fn device_of(peer: &PeerId) -> Result<DeviceId, KeyError> {
-    DeviceId::from_bytes(&peer.to_bytes())
+    DeviceId::from_peer_id(*peer)
 }
 
 /// The swarm's `PeerId` for a device.
 pub fn peer_of(device: &DeviceId) -> PeerId {
-    PeerId::from_bytes(&device.to_bytes()).expect("a DeviceId is always a valid PeerId")
+    device.peer_id()
 }
 
 /// The device's key as the swarm's identity (same seed, same public key).
 pub fn swarm_identity(keypair: &DeviceKeypair) -> libp2p::identity::Keypair {
-    let mut seed = keypair.seed();
-    libp2p::identity::Keypair::ed25519_from_bytes(&mut seed[..])
-        .expect("a 32-byte seed is a valid Ed25519 secret key")
+    keypair.to_libp2p()
 }
 
 #[cfg(test)]
