@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Runs every test of vouchnet: formatting, lints, unit, property, integration and
-# crash tests, then each fuzz target for a bounded time. This is the README's test command
-# and what CI (.ci/run) runs. It says plainly what it skips and why.
+# Runs every test of vouchnet: formatting, lints, unit, property, integration, crash,
+# multi-process, simulation, browser and network-namespace suites, then each fuzz target for
+# a bounded time. This is the README's test command and what CI (.ci/run) runs.
+#
+# As root (as in CI) it installs the system packages the suites need (iproute2, nftables,
+# chromium, chromium-driver) and makes the browser and network-namespace suites mandatory.
+# Without root those suites print "SKIPPED ...: <why>" and the summary below says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+skipped=()
+
+if [ "$(id -u)" = "0" ]; then
+  step "system packages (root)"
+  scripts/ensure-packages.sh
+  export VOUCHNET_NETNS=required
+  export VOUCHNET_BROWSER=required
+else
+  skipped+=("network-namespace mesh (needs root)" "browser test unless chromium and chromedriver are installed")
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -13,10 +27,25 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, property, integration, crash)"
-cargo test --workspace --locked
+step "cargo test (unit, property, integration, crash, multi-process, simulation, browser, netns)"
+mkdir -p target
+set +e +o pipefail
+cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-all.log
+status=${PIPESTATUS[0]}
+set -e -o pipefail
+if [ "$status" != "0" ]; then
+  echo "cargo test failed (full output: target/test-all.log):"
+  grep -E '^(failures:|    [a-z_:]+$)|panicked' target/test-all.log | head -40
+  exit "$status"
+fi
+echo "test binaries and results:"
+grep -cE '^test result: ok' target/test-all.log | sed 's/^/  test binaries passed: /'
+grep -h '^SKIPPED' target/test-all.log | sort -u | sed 's/^/  /' || true
 
 step "fuzz targets (bounded)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 step "all tests passed"
+if [ ${#skipped[@]} -gt 0 ]; then
+  printf 'skipped (not root): %s\n' "${skipped[@]}"
+fi
