@@ -42,6 +42,9 @@ echo "test binaries and results:"
 grep -cE '^test result: ok' target/test-all.log | sed 's/^/  test binaries passed: /'
 grep -h '^SKIPPED' target/test-all.log | sort -u | sed 's/^/  /' || true
 
+step "supply chain (cargo-deny)"
+scripts/deny.sh
+
 step "fuzz targets (bounded)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
