@@ -155,7 +155,7 @@ pub enum SessionError {
     TooManyTargets {
         /// How many were chosen.
         count: usize,
-        /// The limit ([`MAX_COMPLETE_ENTRIES`]).
+        /// The limit ([`MAX_SESSION_TARGETS`]).
         max: usize,
     },
     /// A target is the vouchee itself.
@@ -260,10 +260,10 @@ impl VouchingSession {
         if targets.is_empty() {
             return Err(SessionError::NoTargets);
         }
-        if targets.len() > MAX_COMPLETE_ENTRIES {
+        if targets.len() > MAX_SESSION_TARGETS {
             return Err(SessionError::TooManyTargets {
                 count: targets.len(),
-                max: MAX_COMPLETE_ENTRIES,
+                max: MAX_SESSION_TARGETS,
             });
         }
         let vouchee_key = ctx
@@ -589,9 +589,30 @@ impl VouchingSession {
 
     /// What to tell the vouchee when a queued notification is delivered: every acceptance so
     /// far (the vouchee ignores those it knows), and whether the session is complete.
+    ///
+    /// One message carries at most [`MAX_COMPLETE_ENTRIES`] acceptances (it must fit in a
+    /// frame), taken from those not yet marked as heard by the vouchee
+    /// ([`Self::mark_vouchee_notified`]). When more remain, `session_completed` is false in
+    /// this message and [`Self::unnotified_acceptances`] stays above zero, so the driver sends
+    /// (or queues) another notification after this one is acknowledged.
     pub fn vouchee_notification(&self, view: &impl VoucherView) -> ProxyPairingComplete {
-        let accepted = self.accepted_targets();
-        self.complete_message(view, &accepted)
+        let pending: Vec<DeviceId> = self
+            .accepted_targets()
+            .into_iter()
+            .filter(|t| !self.vouchee_notified.contains(t))
+            .collect();
+        let chunk = &pending[..pending.len().min(MAX_COMPLETE_ENTRIES)];
+        let mut message = self.complete_message(view, chunk);
+        message.session_completed &= pending.len() <= MAX_COMPLETE_ENTRIES;
+        message
+    }
+
+    /// Acceptances the vouchee has not been marked as having heard of.
+    pub fn unnotified_acceptances(&self) -> usize {
+        self.accepted_targets()
+            .iter()
+            .filter(|t| !self.vouchee_notified.contains(t))
+            .count()
     }
 
     /// The vouchee acknowledged a notification listing `targets`.
@@ -763,6 +784,10 @@ impl VouchingSession {
         }
     }
 }
+
+/// Most targets one vouching session may have. A vouchee hears of acceptances in messages
+/// of at most [`MAX_COMPLETE_ENTRIES`], so a larger session notifies it in several messages.
+pub const MAX_SESSION_TARGETS: usize = 256;
 
 /// The identifying parts of a Waiting status.
 struct InFlight {

@@ -14,7 +14,9 @@ use vouchnet_protocol::model::{
     KnownDevice, PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchStatus,
     VouchingSession,
 };
-use vouchnet_protocol::session::{SessionError, VoucherCtx, VoucherOutput, VoucherView};
+use vouchnet_protocol::session::{
+    SessionError, VoucherCtx, VoucherOutput, VoucherView, MAX_SESSION_TARGETS,
+};
 use vouchnet_protocol::signing::Signed;
 use vouchnet_protocol::vouch::{
     sign_response, Outcome, ReceiveError, Receiver, ReceiverView, Reply, Verdict, RESPONSE_VERSION,
@@ -450,11 +452,14 @@ fn selecting_a_target_twice_is_refused() {
 fn selecting_no_target_or_too_many_is_refused() {
     let mut n = Net::new();
     assert_select_refused(&mut n, &[], SessionError::NoTargets);
-    let many = vec![n.tid(0); MAX_COMPLETE_ENTRIES + 1];
+    let many = vec![n.tid(0); MAX_SESSION_TARGETS + 1];
     assert_select_refused(
         &mut n,
         &many,
-        SessionError::TooManyTargets { count: 65, max: 64 },
+        SessionError::TooManyTargets {
+            count: MAX_SESSION_TARGETS + 1,
+            max: MAX_SESSION_TARGETS,
+        },
     );
 }
 
@@ -1370,4 +1375,67 @@ fn a_complete_from_another_session_is_refused() {
         check(&n, &n.vid(), &n.eview(), &other),
         Err(CompleteRejection::WrongSession(first))
     );
+}
+
+/// More acceptances than fit in one `ProxyPairingComplete` reach the vouchee in chunks of at
+/// most `MAX_COMPLETE_ENTRIES`, and only the last chunk says the session is complete.
+#[test]
+fn acceptances_beyond_one_message_are_told_in_chunks() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let vouchee = DeviceKeypair::generate(&mut rng);
+    let voucher = DeviceKeypair::generate(&mut rng);
+    let sid = SessionId([5; 16]);
+    let mut session = VouchingSession::new(
+        sid,
+        vouchee.device_id(),
+        vouchee.public(),
+        DisplayName::new("phone").unwrap(),
+        NOW,
+    );
+    let total = MAX_COMPLETE_ENTRIES + 6;
+    for _ in 0..total {
+        let target = DeviceKeypair::generate(&mut rng);
+        let response = Signed::sign(
+            &target,
+            &VouchResponse {
+                v: RESPONSE_VERSION,
+                session_id: sid,
+                vouch_nonce: VouchNonce([1; 16]),
+                vouch_digest: [2; 32],
+                responder: target.device_id(),
+                voucher: voucher.device_id(),
+                vouchee: vouchee.device_id(),
+                decision: Decision::Accepted {
+                    how: AcceptedHow::Automatic,
+                },
+                decided_at: NOW,
+            },
+        );
+        session
+            .targets
+            .insert(target.device_id(), VouchStatus::Accepted { response });
+    }
+    session.state = SessionState::Completed;
+    let view = VView::default();
+
+    let first = session.vouchee_notification(&view);
+    assert_eq!(first.accepted.len(), MAX_COMPLETE_ENTRIES);
+    assert!(!first.session_completed);
+    assert!(
+        Frame::new(Message::ProxyPairingComplete(first.clone()))
+            .encode()
+            .len()
+            < 64 * 1024
+    );
+    let told: Vec<DeviceId> = first.accepted.iter().map(|a| a.device_id).collect();
+    session.mark_vouchee_notified(&told);
+    assert_eq!(session.unnotified_acceptances(), 6);
+
+    let second = session.vouchee_notification(&view);
+    assert_eq!(second.accepted.len(), 6);
+    assert!(second.session_completed);
+    assert!(second.accepted.iter().all(|a| !told.contains(&a.device_id)));
+    let rest: Vec<DeviceId> = second.accepted.iter().map(|a| a.device_id).collect();
+    session.mark_vouchee_notified(&rest);
+    assert_eq!(session.unnotified_acceptances(), 0);
 }
