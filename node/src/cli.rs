@@ -53,7 +53,7 @@ pub enum Command {
         /// The device.
         device_id: String,
     },
-    /// Vouch for a directly paired device to other paired devices (not yet available).
+    /// Vouch for a directly paired device to your other directly paired devices.
     Vouch(VouchArgs),
     /// List vouching sessions.
     Sessions,
@@ -62,14 +62,24 @@ pub enum Command {
         /// Session id.
         id: String,
     },
-    /// Proxy-pairing prompts (not yet available).
+    /// Vouches from your devices waiting for your decision.
     #[command(subcommand)]
     Proxy(ProxyCommand),
-    /// Show the audit trail.
+    /// Devices flagged for review after the device that vouched for them was unpaired.
+    Review(ReviewArgs),
+    /// Dial a device at an address (one that is not discovered on the LAN).
+    Dial {
+        /// The address, e.g. /ip4/192.0.2.7/tcp/4001/p2p/<DEVICE_ID>.
+        addr: String,
+    },
+    /// Show the audit trail: each device's trust chain, then every entry.
     Audit {
         /// Verify the hash chain and the signatures it holds.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "chains")]
         verify: bool,
+        /// Only the trust chain of each device.
+        #[arg(long)]
+        chains: bool,
     },
     /// Follow the node's events (until Ctrl-C).
     Events {
@@ -91,6 +101,12 @@ pub enum Command {
         /// Do not pause between steps.
         #[arg(long)]
         fast: bool,
+    },
+    /// Print a link that opens this device's web UI (valid once, for 5 minutes).
+    Ui {
+        /// Also open it in the default browser (`xdg-open`).
+        #[arg(long)]
+        open: bool,
     },
 }
 
@@ -172,15 +188,38 @@ pub struct VouchArgs {
 pub enum ProxyCommand {
     /// List vouches waiting for your decision.
     Requests,
-    /// Accept a vouch.
+    /// Accept a vouch: the device vouched for becomes a proxied device.
     Accept {
-        /// Request id.
+        /// Request id (from `proxy requests`).
         id: String,
     },
     /// Reject a vouch.
     Reject {
-        /// Request id.
+        /// Request id (from `proxy requests`).
         id: String,
+    },
+}
+
+/// `vouchnet review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Keep or remove a flagged device; without one, list the flagged devices.
+    #[command(subcommand)]
+    pub command: Option<ReviewCommand>,
+}
+
+/// `vouchnet review keep|remove`.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Keep trusting the device.
+    Keep {
+        /// The device.
+        device_id: String,
+    },
+    /// Remove (revoke) the device.
+    Remove {
+        /// The device.
+        device_id: String,
     },
 }
 
@@ -239,6 +278,24 @@ mod tests {
     }
 
     #[test]
+    fn review_lists_without_a_subcommand_and_decides_with_one() {
+        match Cli::try_parse_from(["vouchnet", "review"]).unwrap().command {
+            Command::Review(ReviewArgs { command: None }) => {}
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["vouchnet", "review", "remove", "X"])
+            .unwrap()
+            .command
+        {
+            Command::Review(ReviewArgs {
+                command: Some(ReviewCommand::Remove { device_id }),
+            }) => assert_eq!(device_id, "X"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["vouchnet", "audit", "--verify", "--chains"]).is_err());
+    }
+
+    #[test]
     fn run_takes_repeated_addresses_and_config_overrides() {
         let cli = Cli::try_parse_from([
             "vouchnet",
@@ -254,6 +311,10 @@ mod tests {
             "60",
             "--auto-accept-vouched",
             "false",
+            "--proxy-pairing",
+            "false",
+            "--on-voucher-removed",
+            "revoke",
         ])
         .unwrap();
         assert_eq!(
@@ -266,6 +327,11 @@ mod tests {
                 assert!(r.no_mdns);
                 assert_eq!(r.config.vouch_response_timeout, Some(60));
                 assert_eq!(r.config.auto_accept_vouched, Some(false));
+                assert_eq!(r.config.proxy_pairing, Some(false));
+                assert_eq!(
+                    r.config.on_voucher_removed,
+                    Some(crate::config::OnVoucherRemoved::Revoke)
+                );
             }
             other => panic!("{other:?}"),
         }

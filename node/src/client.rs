@@ -8,8 +8,9 @@
 use crate::error::NodeError;
 use crate::events::EventHub;
 use crate::views::{
-    AcceptOutcome, AuditEntryView, AuditVerifyView, DeviceView, InboxMessage, NodeInfo,
-    PairRequestOutcome, PairingRequestView, PeerView,
+    AcceptOutcome, AuditEntryView, AuditVerifyView, ConfirmProxyOutcome, DeviceView, InboxMessage,
+    NodeInfo, PairRequestOutcome, PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome,
+    ReviewView, TrustChainView, VouchOutcome,
 };
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +70,41 @@ pub enum Command {
     Sessions(Reply<Vec<VouchingSession>>),
     /// One vouching session.
     Session(SessionId, Reply<VouchingSession>),
+    /// Vouch for `vouchee` (directly paired) to `to`, or to every directly paired device.
+    Vouch {
+        /// The device vouched for.
+        vouchee: DeviceId,
+        /// The targets chosen (ignored with `all`).
+        to: Vec<DeviceId>,
+        /// Vouch to every other directly paired device.
+        all: bool,
+        /// Answer.
+        reply: Reply<VouchOutcome>,
+    },
+    /// Vouches waiting for this device's user.
+    ProxyRequests(Reply<Vec<ProxyRequestView>>),
+    /// The user's answer to a vouch prompt.
+    ConfirmProxy {
+        /// The prompt id.
+        id: String,
+        /// Accept (true) or reject.
+        accept: bool,
+        /// Answer.
+        reply: Reply<ConfirmProxyOutcome>,
+    },
+    /// Devices flagged for review after their voucher was unpaired.
+    Review(Reply<Vec<ReviewView>>),
+    /// The user keeps or removes a device flagged for review.
+    ReviewDecide {
+        /// The device.
+        device: DeviceId,
+        /// Keep (true) or remove it.
+        keep: bool,
+        /// Answer.
+        reply: Reply<ReviewOutcome>,
+    },
+    /// Each device's trust chain, from the audit trail.
+    AuditChains(Reply<Vec<TrustChainView>>),
     /// Stop the event loop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -209,6 +245,62 @@ impl Client {
     /// One vouching session.
     pub async fn session(&self, id: SessionId) -> Result<VouchingSession, NodeError> {
         self.ask(|r| Command::Session(id, r)).await
+    }
+
+    /// Vouches for `vouchee` to `to` (or to every directly paired device with `all`);
+    /// returns once the vouches are sent or durably queued.
+    pub async fn vouch(
+        &self,
+        vouchee: DeviceId,
+        to: Vec<DeviceId>,
+        all: bool,
+    ) -> Result<VouchOutcome, NodeError> {
+        self.ask(|reply| Command::Vouch {
+            vouchee,
+            to,
+            all,
+            reply,
+        })
+        .await
+    }
+
+    /// Vouches waiting for this device's user.
+    pub async fn proxy_requests(&self) -> Result<Vec<ProxyRequestView>, NodeError> {
+        self.ask(Command::ProxyRequests).await
+    }
+
+    /// Accepts or rejects the vouch prompt `id`.
+    pub async fn confirm_proxy(
+        &self,
+        id: String,
+        accept: bool,
+    ) -> Result<ConfirmProxyOutcome, NodeError> {
+        self.ask(|reply| Command::ConfirmProxy { id, accept, reply })
+            .await
+    }
+
+    /// Devices flagged for review.
+    pub async fn review(&self) -> Result<Vec<ReviewView>, NodeError> {
+        self.ask(Command::Review).await
+    }
+
+    /// Keeps or removes a device flagged for review.
+    pub async fn review_decide(
+        &self,
+        device: DeviceId,
+        keep: bool,
+    ) -> Result<ReviewOutcome, NodeError> {
+        self.ask(|reply| Command::ReviewDecide {
+            device,
+            keep,
+            reply,
+        })
+        .await
+    }
+
+    /// Each device's trust chain.
+    pub async fn audit_chains(&self) -> Result<Vec<TrustChainView>, NodeError> {
+        self.ask(Command::AuditChains).await
     }
 
     /// Stops the event loop and waits until it stopped.

@@ -5,12 +5,16 @@
 //! docs/cli.md. Errors go to stderr and make the process exit non-zero (see `main.rs`).
 
 use crate::api_client::{ApiCallError, ApiClient, EventStream};
-use crate::cli::{Cli, Command, PairArgs, PairCommand, ProxyCommand, RunArgs, VouchArgs};
+use crate::cli::{
+    Cli, Command, PairArgs, PairCommand, ProxyCommand, ReviewArgs, ReviewCommand, RunArgs,
+    VouchArgs,
+};
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError};
 use crate::views::{
-    AuditEntryView, AuditVerifyView, DeviceView, InboxMessage, NodeInfo, PairingRequestView,
-    PeerView,
+    AuditEntryView, AuditVerifyView, ConfirmProxyOutcome, DeviceView, InboxMessage, NodeInfo,
+    PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome, ReviewView, TrustChainView,
+    VouchOutcome,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -69,7 +73,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
             out.show(&s, || {
                 let mut text = format!(
                     "Session {}: vouching for {} ({}), {}",
-                    s.id, s.vouchee_name, s.vouchee, s.state
+                    s.id,
+                    s.vouchee_name,
+                    s.vouchee,
+                    s.state.replace('_', " ")
                 );
                 for v in &s.vouches {
                     text.push_str(&format!("\n  {}  {}", v.device_id, v.status));
@@ -81,7 +88,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
             })
         }
         Command::Proxy(cmd) => proxy(&dir, cmd, &out).await,
-        Command::Audit { verify } => audit(&dir, verify, &out).await,
+        Command::Review(args) => review(&dir, args, &out).await,
+        Command::Dial { addr } => {
+            api(&dir)?
+                .action("network.dial", json!({"addr": addr}))
+                .await?;
+            out.show(&json!({"addr": addr, "dialed": true}), || {
+                format!("Dialling {addr}")
+            })
+        }
+        Command::Audit { verify, chains } => audit(&dir, verify, chains, &out).await,
         Command::Events { since } => events(&dir, since, &out).await,
         Command::Send { device_id, text } => {
             api(&dir)?
@@ -107,6 +123,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             })
         }
         Command::Demo { fast } => crate::demo::run(fast).await,
+        Command::Ui { open } => ui(&dir, open, &out).await,
     }
 }
 
@@ -566,7 +583,7 @@ async fn pair_accept(
 }
 
 // ------------------------------------------------------------------------------------------
-// Not yet available, audit, events
+// Proxy pairing, review, audit, events
 
 async fn vouch(dir: &DataDir, args: VouchArgs, out: &Output) -> Result<()> {
     let v = api(dir)?
@@ -575,40 +592,127 @@ async fn vouch(dir: &DataDir, args: VouchArgs, out: &Output) -> Result<()> {
             json!({"vouchee": args.vouchee, "to": args.to, "all": args.all}),
         )
         .await?;
-    out.show(&v, || {
+    let outcome: VouchOutcome = parse(v)?;
+    out.show(&outcome, || {
         format!(
-            "Vouching session {}",
-            v["session_id"].as_str().unwrap_or("?")
+            "Vouching for {} in session {}. Follow it with\n  vouchnet session {}",
+            args.vouchee, outcome.session_id, outcome.session_id
         )
     })
 }
 
 async fn proxy(dir: &DataDir, cmd: ProxyCommand, out: &Output) -> Result<()> {
     let client = api(dir)?;
-    let v = match cmd {
-        ProxyCommand::Requests => client.get("/v1/proxy/requests").await?,
-        ProxyCommand::Accept { id } => {
-            client
-                .action(
-                    "network.pair.confirmProxy",
-                    json!({"id": id, "accept": true}),
-                )
-                .await?
+    let (id, accept) = match cmd {
+        ProxyCommand::Requests => {
+            let list: Vec<ProxyRequestView> = parse(client.get("/v1/proxy/requests").await?)?;
+            return out.show(&list, || {
+                if list.is_empty() {
+                    return "No vouches waiting for you.".to_owned();
+                }
+                list.iter()
+                    .map(|p| {
+                        format!(
+                            "{}  {} ({}) vouches for {} ({}); answer before {}",
+                            p.id,
+                            p.voucher_name,
+                            p.voucher,
+                            p.vouchee_name,
+                            p.vouchee,
+                            fmt_time(p.deadline)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
-        ProxyCommand::Reject { id } => {
-            client
-                .action(
-                    "network.pair.confirmProxy",
-                    json!({"id": id, "accept": false}),
-                )
-                .await?
-        }
+        ProxyCommand::Accept { id } => (id, true),
+        ProxyCommand::Reject { id } => (id, false),
     };
-    out.show(&v, || v.to_string())
+    let v = client
+        .action(
+            "network.pair.confirmProxy",
+            json!({"id": id, "accept": accept}),
+        )
+        .await?;
+    let o: ConfirmProxyOutcome = parse(v)?;
+    out.show(&o, || match &o.reason {
+        None => format!("{}: {}", o.vouchee, o.decision),
+        Some(r) => format!("{}: {} ({r})", o.vouchee, o.decision),
+    })
 }
 
-async fn audit(dir: &DataDir, verify: bool, out: &Output) -> Result<()> {
+async fn review(dir: &DataDir, args: ReviewArgs, out: &Output) -> Result<()> {
     let client = api(dir)?;
+    let (device_id, keep) = match args.command {
+        None => {
+            let list: Vec<ReviewView> = parse(client.get("/v1/review").await?)?;
+            return out.show(&list, || {
+                if list.is_empty() {
+                    return "No device waits for a review.".to_owned();
+                }
+                let mut text = String::from(
+                    "The device that vouched for these was unpaired. Keep or remove each with\n  vouchnet review keep|remove <DEVICE_ID>",
+                );
+                for r in &list {
+                    text.push_str(&format!(
+                        "\n{}  {}  (vouched for by {})",
+                        r.name, r.device_id, r.voucher
+                    ));
+                }
+                text
+            });
+        }
+        Some(ReviewCommand::Keep { device_id }) => (device_id, true),
+        Some(ReviewCommand::Remove { device_id }) => (device_id, false),
+    };
+    let v = client
+        .action(
+            "network.device.review",
+            json!({"device_id": device_id, "keep": keep}),
+        )
+        .await?;
+    let o: ReviewOutcome = parse(v)?;
+    out.show(&o, || format!("{}: {}", o.device_id, o.decision))
+}
+
+/// A trust chain in text: the device, then each step with its evidence.
+fn chains_text(chains: &[TrustChainView]) -> String {
+    let mut text = String::from("Trust chains:");
+    if chains.is_empty() {
+        text.push_str("\n  (no device)");
+    }
+    for c in chains {
+        let name = c.name.as_deref().unwrap_or("(removed device)");
+        let mut status = c.pairing_type.clone();
+        if let Some(t) = &c.trust_level {
+            status.push_str(&format!(", {t}"));
+        }
+        if let Some(v) = &c.vouched_by {
+            status.push_str(&format!(", vouched by {v}"));
+        }
+        text.push_str(&format!("\n  {name} ({}) — {status}", c.device_id));
+        for step in &c.steps {
+            text.push_str(&format!(
+                "\n    #{:<4} {}  {}",
+                step.seq,
+                fmt_time(step.at),
+                step.what
+            ));
+            for e in &step.evidence {
+                text.push_str(&format!("\n           {} by {}: {}", e.kind, e.by, e.value));
+            }
+        }
+    }
+    text
+}
+
+async fn audit(dir: &DataDir, verify: bool, chains: bool, out: &Output) -> Result<()> {
+    let client = api(dir)?;
+    if chains {
+        let list: Vec<TrustChainView> = parse(client.get("/v1/audit/chains").await?)?;
+        return out.show(&list, || chains_text(&list));
+    }
     if verify {
         let report: AuditVerifyView = parse(client.get("/v1/audit?verify=true").await?)?;
         out.show(&report, || match &report.error {
@@ -624,14 +728,20 @@ async fn audit(dir: &DataDir, verify: bool, out: &Output) -> Result<()> {
         return Ok(());
     }
     let list: Vec<AuditEntryView> = parse(client.get("/v1/audit").await?)?;
+    if out.json {
+        return out.show(&list, String::new);
+    }
+    let chains: Vec<TrustChainView> = parse(client.get("/v1/audit/chains").await?)?;
     out.show(&list, || {
         if list.is_empty() {
             return "The audit trail is empty.".to_owned();
         }
-        list.iter()
-            .map(|e| format!("#{:<4} {}  {}", e.seq, fmt_time(e.at), e.event))
+        let entries = list
+            .iter()
+            .map(|e| format!("  #{:<4} {}  {}", e.seq, fmt_time(e.at), e.event))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        format!("{}\n\nEntries:\n{entries}", chains_text(&chains))
     })
 }
 
@@ -666,9 +776,71 @@ fn describe_event(ev: &Value) -> String {
         "PairingFailed" => format!("pairing with {} failed: {}", s("device_id"), s("reason")),
         "KeyProofFailed" => format!("{} failed to prove it holds the pairing key: {}", s("device_id"), s("reason")),
         "MessageReceived" => format!("message from {}: {}", s("from"), s("text")),
+        "ProxyPairingVouchingReady" => format!(
+            "{} ({}) can be vouched for — `vouchnet vouch {} --all` (session {})",
+            s("vouchee_name"),
+            s("vouchee"),
+            s("vouchee"),
+            s("session_id")
+        ),
+        "ProxyPairingConfirmationRequired" => format!(
+            "{} ({}) vouches for {} ({}) — `vouchnet proxy accept {}` or `proxy reject {}`",
+            s("voucher_name"),
+            s("voucher"),
+            s("vouchee_name"),
+            s("vouchee"),
+            s("id"),
+            s("id")
+        ),
+        "ProxyMessageRefused" => format!(
+            "{} from {} refused: {}",
+            s("message"),
+            s("from"),
+            s("reason")
+        ),
+        "DeviceReviewRequired" => format!(
+            "{} was vouched for by {}, which was unpaired — `vouchnet review keep|remove {}`",
+            s("device_id"),
+            s("voucher"),
+            s("device_id")
+        ),
         other => format!("{other}: {ev}"),
     };
     format!("[{seq}] {what}")
+}
+
+/// `vouchnet ui`: a one-time login link to the web UI (see `api::ui`).
+async fn ui(dir: &DataDir, open: bool, out: &Output) -> Result<()> {
+    let v = api(dir)?
+        .action(crate::api::ui::LOGIN_ACTION, json!({}))
+        .await?;
+    let path = v["path"]
+        .as_str()
+        .context("unexpected answer from the node")?;
+    let url = format!(
+        "http://{}{path}",
+        crate::api::ui::browser_addr(dir.read_api_addr()?)
+    );
+    let expires_in = v["expires_in"].as_u64().unwrap_or(0);
+    out.show(&json!({"url": url, "expires_in": expires_in}), || {
+        format!(
+            "Open this link in a browser on this device (it works once, for {} minutes):\n\n  {url}\n",
+            expires_in / 60
+        )
+    })?;
+    if open {
+        if let Err(e) = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.success().then_some(()).ok_or(s.to_string()))
+        {
+            eprintln!("note: could not open a browser ({e}); open the link above by hand");
+        }
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch.

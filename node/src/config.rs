@@ -108,6 +108,47 @@ pub struct NodeConfig {
     pub idle_connection_timeout: u64,
     /// Most connections from other devices at once.
     pub max_incoming_connections: u32,
+    /// Offer proxy pairing (`/vouchnet/proxy-pair/1`). Off, this node behaves as one built
+    /// before proxy pairing: it neither vouches nor answers vouches, and vouchers record it
+    /// as `Rejected(Unsupported)`. Direct pairing is unaffected.
+    pub proxy_pairing: bool,
+    /// What happens to the devices a voucher vouched for when the user unpairs that
+    /// voucher: `keep` them, flag them for `review` (the user keeps or removes each), or
+    /// `revoke` them.
+    pub on_voucher_removed: OnVoucherRemoved,
+}
+
+/// The `on_voucher_removed` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnVoucherRemoved {
+    /// The devices stay trusted.
+    Keep,
+    /// The devices are flagged and listed by `vouchnet review`; the user keeps or removes
+    /// each.
+    Review,
+    /// The devices are revoked with their voucher.
+    Revoke,
+}
+
+impl OnVoucherRemoved {
+    /// The name used in `config.toml` and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnVoucherRemoved::Keep => "keep",
+            OnVoucherRemoved::Review => "review",
+            OnVoucherRemoved::Revoke => "revoke",
+        }
+    }
+
+    /// The policy as the audit trail records it.
+    pub fn policy(self) -> vouchnet_storage::VoucherRemovalPolicy {
+        match self {
+            OnVoucherRemoved::Keep => vouchnet_storage::VoucherRemovalPolicy::Keep,
+            OnVoucherRemoved::Review => vouchnet_storage::VoucherRemovalPolicy::Review,
+            OnVoucherRemoved::Revoke => vouchnet_storage::VoucherRemovalPolicy::Revoke,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -137,6 +178,8 @@ impl Default for NodeConfig {
             api_allow_remote: false,
             idle_connection_timeout: 30,
             max_incoming_connections: 128,
+            proxy_pairing: true,
+            on_voucher_removed: OnVoucherRemoved::Review,
         }
     }
 }
@@ -334,6 +377,12 @@ max_incoming_connections = {mic}
 # Control API: loopback only unless api_allow_remote = true.
 api = "{api}"
 api_allow_remote = {aar}
+
+# Proxy pairing (vouching). Off, this device neither vouches nor answers vouches.
+proxy_pairing = {pp}
+# When you unpair a device that vouched for others: "keep" them, flag them for "review"
+# (`vouchnet review`), or "revoke" them.
+on_voucher_removed = "{ovr}"
 "#,
         aav = d.auto_accept_vouched,
         avta = d.auto_vouch_to_all,
@@ -355,6 +404,8 @@ api_allow_remote = {aar}
         mic = d.max_incoming_connections,
         api = d.api,
         aar = d.api_allow_remote,
+        pp = d.proxy_pairing,
+        ovr = d.on_voucher_removed.name(),
     )
 }
 
@@ -418,6 +469,12 @@ pub struct ConfigOverrides {
     /// Allow the control API on a non-loopback address (`api_allow_remote = true`).
     #[arg(long)]
     pub api_allow_remote: bool,
+    /// Override `proxy_pairing`.
+    #[arg(long, value_name = "BOOL")]
+    pub proxy_pairing: Option<bool>,
+    /// Override `on_voucher_removed`.
+    #[arg(long, value_name = "POLICY")]
+    pub on_voucher_removed: Option<OnVoucherRemoved>,
 }
 
 impl NodeConfig {
@@ -448,7 +505,9 @@ impl NodeConfig {
             session_retention,
             key_proof_timeout,
             idle_connection_timeout,
-            max_incoming_connections
+            max_incoming_connections,
+            proxy_pairing,
+            on_voucher_removed
         );
         if o.api_allow_remote {
             self.api_allow_remote = true;
@@ -473,6 +532,8 @@ mod tests {
         assert_eq!(c.vouch_signature_max_age, 300);
         assert_eq!(c.vouch_response_timeout, 30);
         assert_eq!(c.queue_poll_interval, 10);
+        assert!(c.proxy_pairing);
+        assert_eq!(c.on_voucher_removed, OnVoucherRemoved::Review);
         assert_eq!(c.protocol(), ProtocolConfig::default());
     }
 
@@ -514,6 +575,20 @@ mod tests {
         let err = parse("name = \"x\"\nvouch_response_timeout = \"thirty\"\n").unwrap_err();
         match err {
             ConfigError::InvalidKey { key, .. } => assert_eq!(key, "vouch_response_timeout"),
+            other => panic!("expected InvalidKey, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn on_voucher_removed_takes_one_of_three_names() {
+        assert_eq!(
+            parse("on_voucher_removed = \"revoke\"\n")
+                .unwrap()
+                .on_voucher_removed,
+            OnVoucherRemoved::Revoke
+        );
+        match parse("on_voucher_removed = \"forget\"\n").unwrap_err() {
+            ConfigError::InvalidKey { key, .. } => assert_eq!(key, "on_voucher_removed"),
             other => panic!("expected InvalidKey, got {other:?}"),
         }
     }

@@ -9,9 +9,11 @@
 //!
 //! It makes no protocol decision. The pairing machine decides what to send, what to show
 //! and when a pairing is complete; the key-proof machine decides whether a device proved
-//! its key; the store decides what a durable change is. This loop carries frames in and
-//! applies outputs: sends through the [`Outbox`], prompts and resource changes through the
-//! [`EventHub`], records through the [`Store`].
+//! its key; the vouching, receiving, vouchee and rekey machines decide proxy pairing (their
+//! drivers are in [`crate::proxy`], as further `impl EventLoop` blocks); the store decides
+//! what a durable change is. This loop carries frames in and applies outputs: sends through
+//! the [`Outbox`]es (one per request-response protocol), prompts and resource changes
+//! through the [`EventHub`], records through the [`Store`] — always the records first.
 //!
 //! A frame is answered (`Ack`, or `ErrorReply` when it never reached a machine: rate
 //! limited, undecodable, wrong version, not paired) as soon as it was handled, and any
@@ -20,7 +22,8 @@
 
 use crate::addrbook::AddressBook;
 use crate::client::{Command, Reply};
-use crate::clock;
+use crate::clock::{self, Clock};
+use crate::config::OnVoucherRemoved;
 use crate::error::NodeError;
 use crate::events::{EventHub, NodeEvent, ResourceKind};
 use crate::network::codec::WireFrame;
@@ -29,14 +32,15 @@ use crate::network::ratelimit::RateLimiter;
 use crate::network::{Behaviour, BehaviourEvent};
 use crate::outbox::{Outbox, Outgoing, Settled};
 use crate::peer::{device_of, peer_of};
+use crate::proxy::ProxyState;
 use crate::views::{
     direction_name, AcceptOutcome, AuditEntryView, AuditVerifyView, DeviceView, InboxMessage,
     NodeInfo, PairRequestOutcome, PairingRequestView, PeerView,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
@@ -51,14 +55,16 @@ use vouchnet_protocol::messages::{
     Ack, CancelReason, ErrorCode, ErrorReply, KeyProofChallenge, KeyProofResponse, PairingCancel,
     SealedText,
 };
+use vouchnet_protocol::model::QueueEntry;
 use vouchnet_protocol::model::TrustLevel;
 use vouchnet_protocol::pairing::{
     Direction, PairingCompleted, PairingFailure, PairingManager, PairingOutput, PairingStage,
 };
+use vouchnet_protocol::SessionId;
 use vouchnet_protocol::{
-    DecodeError, DeviceId, Frame, Limits, Message, ProtocolConfig, PROTOCOL_VERSION,
+    DecodeError, DeviceId, DeviceKeypair, Frame, Limits, Message, ProtocolConfig, PROTOCOL_VERSION,
 };
-use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, RecordKind, Store, StoreError};
+use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, QueueRef, Store};
 
 /// Texts kept in the inbox (memory only; oldest dropped first).
 pub const INBOX_CAPACITY: usize = 256;
@@ -66,6 +72,9 @@ pub const INBOX_CAPACITY: usize = 256;
 const OUTBOX_PER_DEVICE: usize = 32;
 /// Longest the loop sleeps without a deadline, so nothing can wedge it forever.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Most swarm events handled in one go after the one the loop woke for (see
+/// [`EventLoop::run`]).
+const DRAIN_MAX: usize = 64;
 
 /// Inbound frames per peer: burst, then per second.
 const FRAME_BURST: u32 = 32;
@@ -78,16 +87,36 @@ const RATE_LIMIT_PEERS: usize = 4096;
 
 /// Which request-response protocol a frame came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(crate) enum Proto {
     Pair,
     ProxyPair,
 }
 
+impl Proto {
+    /// The protocol a message travels on: proxy pairing and rekey on
+    /// `/vouchnet/proxy-pair/1` (so that a node without it answers "unsupported"), the rest
+    /// on `/vouchnet/pair/1`.
+    pub(crate) fn of(msg: &Message) -> Proto {
+        match msg {
+            Message::ProxyPairingRequest(_)
+            | Message::ProxyPairingPending(_)
+            | Message::ProxyPairingResponse(_)
+            | Message::ProxyPairingComplete(_)
+            | Message::RekeyInit(_)
+            | Message::RekeyAccept(_)
+            | Message::RekeyConfirm(_) => Proto::ProxyPair,
+            _ => Proto::Pair,
+        }
+    }
+}
+
 /// Why a message was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Undelivered {
+pub(crate) enum Undelivered {
     /// The device answered with an `ErrorReply`.
     Refused(ErrorCode),
+    /// The device does not speak the message's protocol (a node without proxy pairing).
+    Unsupported,
     /// It could not be reached, the stream failed, or the answer made no sense.
     Failed(String),
 }
@@ -96,6 +125,7 @@ impl std::fmt::Display for Undelivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Undelivered::Refused(code) => write!(f, "refused: {code:?}"),
+            Undelivered::Unsupported => f.write_str("protocol not supported by the device"),
             Undelivered::Failed(why) => f.write_str(why),
         }
     }
@@ -103,16 +133,44 @@ impl std::fmt::Display for Undelivered {
 
 /// What to do when a message is acknowledged or fails.
 #[derive(Debug)]
-enum Token {
+pub(crate) enum Token {
     /// Nothing beyond the message's own kind.
     None,
     /// Answer a command.
     Reply(Reply<()>),
+    /// A vouch to `target`; `queued` is the queue entry it was delivered from, if any (it
+    /// was removed from the queue when the target became Waiting, and comes back with one
+    /// more attempt counted if the delivery fails).
+    Vouch {
+        session: SessionId,
+        target: DeviceId,
+        queued: Option<QueueEntry>,
+    },
+    /// A notification to the vouchee listing `told`; `queued` is the queue entry it was
+    /// delivered from, if any (removed once acknowledged).
+    Notify {
+        session: SessionId,
+        told: Vec<DeviceId>,
+        queued: Option<QueueRef>,
+    },
+    /// The rekey confirmation to `peer`: once it is acknowledged, prove the new key.
+    RekeyConfirm { peer: DeviceId },
 }
 
 /// How the event loop is set up.
 #[derive(Debug)]
 pub struct LoopOptions {
+    /// This device's key: vouches and vouch responses are signed with it.
+    pub keypair: DeviceKeypair,
+    /// The wall clock the machines read.
+    pub clock: Clock,
+    /// Offer and use proxy pairing (`proxy_pairing`).
+    pub proxy_pairing: bool,
+    /// What to do with the devices a removed voucher vouched for.
+    pub on_voucher_removed: OnVoucherRemoved,
+    /// Deliver what the offline queue holds for a device the moment it comes online (as
+    /// well as at each poll). Only tests turn it off, to watch the poll alone.
+    pub wake_queue_on_presence: bool,
     /// This device's display name.
     pub name: vouchnet_protocol::messages::DisplayName,
     /// The machines' parameters.
@@ -126,31 +184,49 @@ pub struct LoopOptions {
 }
 
 /// The event loop. Build with [`EventLoop::new`], then `tokio::spawn(event_loop.run())`.
+///
+/// The proxy-pairing flows (`crate::proxy`) are further `impl EventLoop` blocks, hence the
+/// crate-visible fields.
 pub struct EventLoop {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    hub: EventHub,
-    store: Store,
-    me: DeviceId,
-    name: vouchnet_protocol::messages::DisplayName,
-    protocol: ProtocolConfig,
-    limits: Limits,
-    pairing: PairingManager,
-    keyproof: KeyProofManager,
-    presence: Presence,
-    redial: Redial,
-    addrbook: AddressBook,
-    outbox: Outbox<Token>,
-    frame_limiter: RateLimiter,
-    pair_limiter: RateLimiter,
-    nearby: BTreeMap<PeerId, BTreeSet<Multiaddr>>,
-    dialed: BTreeMap<DeviceId, Multiaddr>,
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) hub: EventHub,
+    pub(crate) store: Store,
+    pub(crate) me: DeviceId,
+    pub(crate) keypair: DeviceKeypair,
+    pub(crate) clock: Clock,
+    pub(crate) name: vouchnet_protocol::messages::DisplayName,
+    pub(crate) protocol: ProtocolConfig,
+    pub(crate) limits: Limits,
+    pub(crate) pairing: PairingManager,
+    pub(crate) keyproof: KeyProofManager,
+    pub(crate) presence: Presence,
+    pub(crate) redial: Redial,
+    pub(crate) addrbook: AddressBook,
+    /// Messages on `/vouchnet/pair/1`, one in flight per device.
+    pub(crate) outbox: Outbox<Token>,
+    /// Messages on `/vouchnet/proxy-pair/1`, ordered apart: a device that does not speak
+    /// it fails those messages without taking the pairing messages down with them.
+    pub(crate) proxy_outbox: Outbox<Token>,
+    /// Proxy pairing's in-memory state (prompts, deadlines, rekeys).
+    pub(crate) proxy: ProxyState,
+    /// Targets' answers handled but not yet stored (see [`EventLoop::run`]).
+    pub(crate) answers: crate::proxy::voucher::AnswerBatch,
+    pub(crate) proxy_enabled: bool,
+    pub(crate) on_voucher_removed: OnVoucherRemoved,
+    pub(crate) wake_queue_on_presence: bool,
+    /// When the offline queue is polled next.
+    pub(crate) next_queue_poll: Instant,
+    pub(crate) frame_limiter: RateLimiter,
+    pub(crate) pair_limiter: RateLimiter,
+    pub(crate) nearby: BTreeMap<PeerId, BTreeSet<Multiaddr>>,
+    pub(crate) dialed: BTreeMap<DeviceId, Multiaddr>,
     /// Listen addresses connected devices announced (identify), kept until they disconnect
     /// so that a device paired on this connection can be redialled there later.
-    announced: BTreeMap<DeviceId, Vec<Multiaddr>>,
-    listen_addrs: watch::Sender<Vec<Multiaddr>>,
-    inbox: VecDeque<InboxMessage>,
-    startup_peers: Vec<Multiaddr>,
+    pub(crate) announced: BTreeMap<DeviceId, Vec<Multiaddr>>,
+    pub(crate) listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    pub(crate) inbox: VecDeque<InboxMessage>,
+    pub(crate) startup_peers: Vec<Multiaddr>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -161,11 +237,11 @@ impl std::fmt::Debug for EventLoop {
     }
 }
 
-fn ack() -> WireFrame {
+pub(crate) fn ack() -> WireFrame {
     WireFrame::encode(&Frame::new(Message::Ack(Ack {})))
 }
 
-fn error_reply(code: ErrorCode) -> WireFrame {
+pub(crate) fn error_reply(code: ErrorCode) -> WireFrame {
     WireFrame::encode(&Frame::new(Message::Error(ErrorReply { code })))
 }
 
@@ -246,13 +322,25 @@ impl EventLoop {
         opts: LoopOptions,
     ) -> Result<EventLoop, NodeError> {
         let me = device_of(swarm.local_peer_id()).expect("the swarm's identity is the device key");
+        debug_assert_eq!(me, opts.keypair.device_id());
         let pairing = PairingManager::new(me, opts.name.clone(), opts.protocol.clone());
+        let proxy = ProxyState::load(me, &store)?;
+        let next_queue_poll = Instant::now() + opts.protocol.queue.poll_interval;
         let mut el = EventLoop {
             swarm,
             commands,
             hub,
             store,
             me,
+            keypair: opts.keypair,
+            clock: opts.clock,
+            proxy,
+            answers: Default::default(),
+            proxy_outbox: Outbox::new(OUTBOX_PER_DEVICE),
+            proxy_enabled: opts.proxy_pairing,
+            on_voucher_removed: opts.on_voucher_removed,
+            wake_queue_on_presence: opts.wake_queue_on_presence,
+            next_queue_poll,
             name: opts.name,
             limits: Limits::default(),
             pairing,
@@ -294,6 +382,12 @@ impl EventLoop {
     }
 
     /// Runs until shut down (or until every client handle is dropped).
+    ///
+    /// After the swarm event it woke for, the loop handles every other swarm event that is
+    /// already there (up to `DRAIN_MAX`) before it waits again. Targets' answers to a
+    /// vouch that arrive together are then stored in one transaction, with one flush
+    /// (group commit), and only then acknowledged and acted on; any other input first
+    /// stores the answers handled before it, so nothing reads a session behind them.
     pub async fn run(mut self) {
         for addr in std::mem::take(&mut self.startup_peers) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -303,7 +397,15 @@ impl EventLoop {
         loop {
             let wake = self.next_wake();
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    for _ in 0..DRAIN_MAX {
+                        match self.swarm.next().now_or_never() {
+                            Some(Some(event)) => self.on_swarm_event(event),
+                            _ => break,
+                        }
+                    }
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown(done)) => {
                         tracing::info!("shutting down");
@@ -315,6 +417,7 @@ impl EventLoop {
                 },
                 _ = tokio::time::sleep_until(wake) => self.on_timers(),
             }
+            self.flush_answers();
         }
     }
 
@@ -323,20 +426,28 @@ impl EventLoop {
 
     fn next_wake(&self) -> Instant {
         let now_mono = Instant::now();
-        let now_wall = clock::now();
+        let now_wall = self.clock.now();
         let mut wake = now_mono + MAX_SLEEP;
-        let deadlines = [self.pairing.poll_timeout(), self.keyproof.poll_timeout()];
+        let deadlines = [
+            self.pairing.poll_timeout(),
+            self.keyproof.poll_timeout(),
+            self.proxy.poll_timeout(),
+        ];
         for at in deadlines.into_iter().flatten() {
             wake = wake.min(clock::instant_of(at, now_wall, now_mono));
         }
         if let Some(due) = self.redial.next_due() {
             wake = wake.min(due);
         }
+        if self.proxy_enabled {
+            wake = wake.min(self.next_queue_poll);
+        }
         wake
     }
 
     fn on_timers(&mut self) {
-        let now = clock::now();
+        self.flush_answers();
+        let now = self.clock.now();
         let outputs = self.pairing.handle_timeout(now);
         self.apply_pairing(outputs);
         for device in self.keyproof.handle_timeout(now) {
@@ -345,9 +456,16 @@ impl EventLoop {
         for device in self.redial.due(Instant::now()) {
             self.dial_paired(device);
         }
+        if self.proxy_enabled {
+            self.proxy_timers(now);
+            if Instant::now() >= self.next_queue_poll {
+                self.next_queue_poll = Instant::now() + self.protocol.queue.poll_interval;
+                self.queue_tick();
+            }
+        }
     }
 
-    fn dial_paired(&mut self, device: DeviceId) {
+    pub(crate) fn dial_paired(&mut self, device: DeviceId) {
         let peer = peer_of(&device);
         if self.swarm.is_connected(&peer) {
             self.redial.connected(&device);
@@ -373,6 +491,18 @@ impl EventLoop {
     // Swarm events
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let proxy_request = matches!(
+            event,
+            SwarmEvent::Behaviour(BehaviourEvent::ProxyPair(
+                request_response::Event::Message {
+                    message: request_response::Message::Request { .. },
+                    ..
+                }
+            ))
+        );
+        if !proxy_request {
+            self.flush_answers();
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = address
@@ -398,7 +528,9 @@ impl EventLoop {
                     if self.redial.delay(&device).is_some() {
                         tracing::debug!(%device, "redial failed: {error}");
                         self.redial.failed(device, Instant::now());
-                        let _ = self.store.record_connection(&device, clock::now(), false);
+                        let _ = self
+                            .store
+                            .record_connection(&device, self.clock.now(), false);
                     }
                 }
             }
@@ -418,7 +550,7 @@ impl EventLoop {
         }
     }
 
-    fn paired_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
+    pub(crate) fn paired_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
         match self.store.device(device) {
             Ok(rec) => rec,
             Err(e) => {
@@ -429,7 +561,7 @@ impl EventLoop {
     }
 
     /// A paired device whose trust is not Blocked.
-    fn usable_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
+    pub(crate) fn usable_record(&self, device: &DeviceId) -> Option<DeviceRecord> {
         self.paired_record(device)
             .filter(|r| r.trust_level != TrustLevel::Blocked)
     }
@@ -462,6 +594,7 @@ impl EventLoop {
         self.dialed.remove(&device);
         self.announced.remove(&device);
         self.keyproof.connection_lost(device);
+        self.proxy_connection_lost(device);
         let outputs = self.pairing.connection_lost(device);
         self.apply_pairing(outputs);
         if let Some(rec) = self.usable_record(&device) {
@@ -487,7 +620,7 @@ impl EventLoop {
 
     /// Records where `device` can be dialled: the addresses it announced, and the one this
     /// device dialled it at (most reliable, so recorded last, which puts it first).
-    fn remember_addresses(&mut self, device: DeviceId, announced: &[Multiaddr]) {
+    pub(crate) fn remember_addresses(&mut self, device: DeviceId, announced: &[Multiaddr]) {
         for addr in announced.iter().rev() {
             self.remember_address(device, addr.clone());
         }
@@ -549,7 +682,7 @@ impl EventLoop {
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => self.on_response(request_id, response),
+                } => self.on_response(proto, request_id, response),
             },
             request_response::Event::OutboundFailure {
                 peer,
@@ -557,9 +690,13 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                tracing::debug!(%peer, "delivery failed: {error}");
-                if let Some(settled) = self.outbox.failed(request_id) {
-                    self.delivery_failed(settled, Undelivered::Failed(error.to_string()));
+                tracing::debug!(%peer, ?proto, "delivery failed: {error}");
+                let why = match error {
+                    OutboundFailure::UnsupportedProtocols => Undelivered::Unsupported,
+                    other => Undelivered::Failed(other.to_string()),
+                };
+                if let Some(settled) = self.outbox_of(proto).failed(request_id) {
+                    self.delivery_failed(settled, why);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -569,7 +706,12 @@ impl EventLoop {
         }
     }
 
-    fn respond(&mut self, proto: Proto, channel: ResponseChannel<WireFrame>, frame: WireFrame) {
+    pub(crate) fn respond(
+        &mut self,
+        proto: Proto,
+        channel: ResponseChannel<WireFrame>,
+        frame: WireFrame,
+    ) {
         let result = match proto {
             Proto::Pair => self
                 .swarm
@@ -614,7 +756,15 @@ impl EventLoop {
                 return self.respond(proto, channel, error_reply(ErrorCode::Malformed));
             }
         };
-        let reply = match (proto, frame.msg) {
+        let msg = match (proto, frame.msg) {
+            // Answers are stored in groups; the acknowledgement follows the write.
+            (Proto::ProxyPair, Message::ProxyPairingResponse(r)) => {
+                return self.on_vouch_response(device, r, channel);
+            }
+            (_, msg) => msg,
+        };
+        self.flush_answers();
+        let reply = match (proto, msg) {
             (Proto::Pair, msg) if is_pairing_message(&msg) => {
                 self.on_pairing_message(device, msg);
                 ack()
@@ -622,6 +772,13 @@ impl EventLoop {
             (Proto::Pair, Message::KeyProofChallenge(c)) => self.on_challenge(device, c),
             (Proto::Pair, Message::KeyProofResponse(r)) => self.on_proof(device, r),
             (Proto::Pair, Message::SealedText(s)) => self.on_sealed_text(device, s),
+            (Proto::ProxyPair, Message::ProxyPairingRequest(r)) => self.on_vouch_request(device, r),
+            (Proto::ProxyPair, Message::ProxyPairingPending(p)) => self.on_vouch_pending(device, p),
+            (Proto::ProxyPair, Message::ProxyPairingComplete(c)) => self.on_complete(device, c),
+            (
+                Proto::ProxyPair,
+                msg @ (Message::RekeyInit(_) | Message::RekeyAccept(_) | Message::RekeyConfirm(_)),
+            ) => self.on_rekey_message(device, msg),
             (proto, msg) => {
                 // A message on the wrong protocol, a response kind sent as a request, or a
                 // proxy-pairing message this build has no machine for.
@@ -632,7 +789,14 @@ impl EventLoop {
         self.respond(proto, channel, reply);
     }
 
-    fn on_response(&mut self, request_id: OutboundRequestId, response: WireFrame) {
+    fn outbox_of(&mut self, proto: Proto) -> &mut Outbox<Token> {
+        match proto {
+            Proto::Pair => &mut self.outbox,
+            Proto::ProxyPair => &mut self.proxy_outbox,
+        }
+    }
+
+    fn on_response(&mut self, proto: Proto, request_id: OutboundRequestId, response: WireFrame) {
         let refused = match response.decode(&self.limits) {
             Ok(Frame {
                 msg: Message::Ack(_),
@@ -647,10 +811,14 @@ impl EventLoop {
         };
         match refused {
             None => {
-                if let Some((settled, next)) = self.outbox.acked(request_id) {
+                if let Some((settled, next)) = self.outbox_of(proto).acked(request_id) {
                     let device = settled.device;
-                    if let Token::Reply(reply) = settled.done.token {
-                        let _ = reply.send(Ok(()));
+                    match settled.done.token {
+                        Token::Reply(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Token::None => {}
+                        token => self.proxy_delivered(device, token),
                     }
                     if let Some(next) = next {
                         self.dispatch(device, next);
@@ -658,16 +826,18 @@ impl EventLoop {
                 }
             }
             Some(why) => {
-                if let Some(settled) = self.outbox.failed(request_id) {
+                if let Some(settled) = self.outbox_of(proto).failed(request_id) {
                     self.delivery_failed(settled, why);
                 }
             }
         }
     }
 
-    /// Queues `msg` for `device`; it goes out when the previous message was acknowledged.
-    fn send(&mut self, device: DeviceId, msg: Message, token: Token) {
-        match self.outbox.push(device, Outgoing { msg, token }) {
+    /// Queues `msg` for `device`; it goes out when the previous message on the same
+    /// protocol to that device was acknowledged.
+    pub(crate) fn send(&mut self, device: DeviceId, msg: Message, token: Token) {
+        let proto = Proto::of(&msg);
+        match self.outbox_of(proto).push(device, Outgoing { msg, token }) {
             Ok(Some(now)) => self.dispatch(device, now),
             Ok(None) => {}
             Err(refused) => {
@@ -684,12 +854,30 @@ impl EventLoop {
 
     fn dispatch(&mut self, device: DeviceId, out: Outgoing<Token>) {
         let frame = WireFrame::encode(&Frame::new(out.msg.clone()));
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .pair
-            .send_request(&peer_of(&device), frame);
-        self.outbox.sent(device, id, out);
+        let peer = peer_of(&device);
+        match Proto::of(&out.msg) {
+            Proto::Pair => {
+                let id = self.swarm.behaviour_mut().pair.send_request(&peer, frame);
+                self.outbox.sent(device, id, out);
+            }
+            Proto::ProxyPair => match self.swarm.behaviour_mut().proxy_pair.as_mut() {
+                Some(b) => {
+                    let id = b.send_request(&peer, frame);
+                    self.proxy_outbox.sent(device, id, out);
+                }
+                None => {
+                    // This node does not speak proxy pairing: the message fails here, as
+                    // a peer without it would make it fail.
+                    self.proxy_outbox.clear(&device);
+                    let settled = Settled {
+                        device,
+                        done: out,
+                        dropped: Vec::new(),
+                    };
+                    self.delivery_failed(settled, Undelivered::Unsupported);
+                }
+            },
+        }
     }
 
     fn delivery_failed(&mut self, settled: Settled<Token>, why: Undelivered) {
@@ -708,8 +896,12 @@ impl EventLoop {
             if is_pairing_message(&out.msg) && !matches!(out.msg, Message::PairingCancel(_)) {
                 pairing_broken = true;
             }
-            if let Token::Reply(reply) = out.token {
-                let _ = reply.send(Err(NodeError::Network(format!("{device}: {why}"))));
+            match out.token {
+                Token::Reply(reply) => {
+                    let _ = reply.send(Err(NodeError::Network(format!("{device}: {why}"))));
+                }
+                Token::None => {}
+                token => self.proxy_undelivered(device, token, &why),
             }
         }
         if pairing_broken {
@@ -725,7 +917,7 @@ impl EventLoop {
     // Pairing
 
     fn on_pairing_message(&mut self, device: DeviceId, msg: Message) {
-        let now = clock::now();
+        let now = self.clock.now();
         if let Message::PairingRequest(req) = &msg {
             if let Some(reason) = self.refuse_pairing_request(device) {
                 tracing::info!(%device, "pairing request refused ({})", cancel_reason_name(reason));
@@ -785,7 +977,7 @@ impl EventLoop {
             .map(|v| v.peer);
         if let Some(peer) = stalled {
             tracing::debug!(%peer, "evicting a stalled inbound pairing to make room");
-            if let Ok(outputs) = self.pairing.abort(peer, clock::now()) {
+            if let Ok(outputs) = self.pairing.abort(peer, self.clock.now()) {
                 self.apply_pairing(outputs);
             }
         }
@@ -847,7 +1039,7 @@ impl EventLoop {
             session_key: done.pairing_key.clone(),
             our_mac: done.our_mac,
             their_mac: done.their_mac,
-            at: clock::now(),
+            at: self.clock.now(),
         };
         self.hub.publish(NodeEvent::ResourceDeleted {
             resource: ResourceKind::PairingSession,
@@ -868,6 +1060,9 @@ impl EventLoop {
                 if self.presence.is_connected(&rec.device_id) {
                     self.challenge(rec.device_id);
                 }
+                if self.proxy_enabled {
+                    self.vouching_ready(&rec);
+                }
                 true
             }
             Err(e) => {
@@ -884,8 +1079,11 @@ impl EventLoop {
     // ----------------------------------------------------------------------------------
     // Key proof and presence
 
-    fn challenge(&mut self, device: DeviceId) {
-        match self.keyproof.challenge(device, clock::now(), &mut OsRng) {
+    pub(crate) fn challenge(&mut self, device: DeviceId) {
+        match self
+            .keyproof
+            .challenge(device, self.clock.now(), &mut OsRng)
+        {
             Ok(msg) => self.send(device, msg, Token::None),
             Err(e) => tracing::warn!(%device, "cannot challenge: {e}"),
         }
@@ -904,11 +1102,27 @@ impl EventLoop {
         let Some(rec) = self.usable_record(&device) else {
             return error_reply(ErrorCode::NotPaired);
         };
-        let now = clock::now();
-        match self
+        let now = self.clock.now();
+        let mut result = self
             .keyproof
-            .handle_response(device, &response, &rec.session_key, now)
-        {
+            .handle_response(device, &response, &rec.session_key, now);
+        match &result {
+            Ok(()) => self.rekey_confirmed(device),
+            Err(KeyProofError::BadMac) => {
+                // Right after a rekey the peer may still hold the previous key (it never
+                // saw the confirmation): try that one, and go back to it if it proves.
+                if let Some(previous) = self.proxy.fallback_key(&device) {
+                    result = self
+                        .keyproof
+                        .handle_response(device, &response, &previous, now);
+                    if result.is_ok() {
+                        self.rekey_reverted(device, previous);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        match result {
             Ok(()) => {
                 if self.presence.verified(device) {
                     if let Err(e) = self.store.touch_last_seen(&device, now) {
@@ -931,7 +1145,7 @@ impl EventLoop {
         tracing::warn!(%device, "paired device failed to prove it holds the pairing key ({reason})");
         if let Err(e) = self
             .store
-            .record_event(clock::now(), AuditEvent::KeyProofFailed { device })
+            .record_event(self.clock.now(), AuditEvent::KeyProofFailed { device })
         {
             tracing::error!(%device, "cannot audit the failed key proof: {e}");
         }
@@ -954,10 +1168,16 @@ impl EventLoop {
         let state = if online { "online" } else { "offline" };
         tracing::info!("{} ({}) is {state}", rec.name.as_str(), rec.device_id);
         self.publish_device(rec);
+        if online && self.proxy_enabled {
+            if self.wake_queue_on_presence {
+                self.deliver_queued_for(rec.device_id);
+            }
+            self.maybe_start_rekey(rec);
+        }
     }
 
-    fn publish_device(&self, rec: &DeviceRecord) {
-        let view = DeviceView::new(rec, self.presence.is_online(&rec.device_id));
+    pub(crate) fn publish_device(&self, rec: &DeviceRecord) {
+        let view = self.device_view(rec);
         self.hub.publish(NodeEvent::ResourceChanged {
             resource: ResourceKind::Device,
             id: rec.device_id.to_string(),
@@ -972,9 +1192,17 @@ impl EventLoop {
         let Some(rec) = self.usable_record(&device) else {
             return error_reply(ErrorCode::NotPaired);
         };
-        match open_text(&rec.session_key, &device, &self.me, &sealed) {
+        // Around a rekey the sender may still seal with the previous key.
+        let opened =
+            open_text(&rec.session_key, &device, &self.me, &sealed).or_else(|e| {
+                match self.proxy.fallback_key(&device) {
+                    Some(previous) => open_text(&previous, &device, &self.me, &sealed),
+                    None => Err(e),
+                }
+            });
+        match opened {
             Ok(text) => {
-                let received_at = clock::now().as_millis();
+                let received_at = self.clock.now().as_millis();
                 tracing::info!("message from {} ({device})", rec.name.as_str());
                 if self.inbox.len() == INBOX_CAPACITY {
                     self.inbox.pop_front();
@@ -1002,6 +1230,7 @@ impl EventLoop {
     // Commands
 
     fn on_command(&mut self, cmd: Command) {
+        self.flush_answers();
         match cmd {
             Command::Info(r) => {
                 let _ = r.send(Ok(self.info()));
@@ -1033,7 +1262,7 @@ impl EventLoop {
             Command::PairReject(device, r) => {
                 let result = self
                     .pairing
-                    .user_reject(device, clock::now())
+                    .user_reject(device, self.clock.now())
                     .map(|outputs| {
                         self.apply_pairing(outputs);
                     });
@@ -1089,6 +1318,33 @@ impl EventLoop {
                     Err(e) => Err(e.into()),
                 };
                 let _ = r.send(result);
+            }
+            Command::Vouch {
+                vouchee,
+                to,
+                all,
+                reply,
+            } => {
+                let _ = reply.send(self.vouch(vouchee, to, all));
+            }
+            Command::ProxyRequests(r) => {
+                let _ = r.send(Ok(self.proxy_requests()));
+            }
+            Command::ConfirmProxy { id, accept, reply } => {
+                let _ = reply.send(self.confirm_proxy(&id, accept));
+            }
+            Command::Review(r) => {
+                let _ = r.send(self.review_list());
+            }
+            Command::ReviewDecide {
+                device,
+                keep,
+                reply,
+            } => {
+                let _ = reply.send(self.review_decide(device, keep));
+            }
+            Command::AuditChains(r) => {
+                let _ = r.send(self.trust_chains());
             }
             Command::Shutdown(done) => {
                 let _ = done.send(());
@@ -1170,7 +1426,7 @@ impl EventLoop {
             }
             self.swarm.add_peer_address(peer, strip_p2p(addr));
         }
-        let outputs = self.pairing.start(device, clock::now(), &mut OsRng)?;
+        let outputs = self.pairing.start(device, self.clock.now(), &mut OsRng)?;
         self.apply_pairing(outputs);
         let view = self
             .pairing
@@ -1187,7 +1443,7 @@ impl EventLoop {
         device: DeviceId,
         code: Option<String>,
     ) -> Result<AcceptOutcome, NodeError> {
-        let now = clock::now();
+        let now = self.clock.now();
         let outputs = match &code {
             Some(code) => self.pairing.user_confirm_code(device, code.trim(), now)?,
             None => self.pairing.user_confirm(device, now)?,
@@ -1217,11 +1473,20 @@ impl EventLoop {
             .store
             .devices()?
             .iter()
-            .map(|r| DeviceView::new(r, self.presence.is_online(&r.device_id)))
+            .map(|r| self.device_view(r))
             .collect())
     }
 
-    fn require_device(&self, device: &DeviceId) -> Result<DeviceRecord, NodeError> {
+    /// A device as the API shows it: presence and review flag included.
+    pub(crate) fn device_view(&self, rec: &DeviceRecord) -> DeviceView {
+        DeviceView::flagged(
+            rec,
+            self.presence.is_online(&rec.device_id),
+            self.proxy.is_flagged(&rec.device_id),
+        )
+    }
+
+    pub(crate) fn require_device(&self, device: &DeviceId) -> Result<DeviceRecord, NodeError> {
         self.store
             .device(device)?
             .ok_or_else(|| NodeError::NotFound(format!("{device} is not a paired device")))
@@ -1229,7 +1494,7 @@ impl EventLoop {
 
     fn set_trust(&mut self, device: DeviceId, level: TrustLevel) -> Result<DeviceView, NodeError> {
         self.require_device(&device)?;
-        let previous = self.store.set_trust(&device, level, clock::now())?;
+        let previous = self.store.set_trust(&device, level, self.clock.now())?;
         let peer = peer_of(&device);
         if level == TrustLevel::Blocked && previous != TrustLevel::Blocked {
             self.swarm.behaviour_mut().set_paired(peer, false);
@@ -1247,26 +1512,39 @@ impl EventLoop {
         }
         let rec = self.require_device(&device)?;
         self.publish_device(&rec);
-        Ok(DeviceView::new(&rec, self.presence.is_online(&device)))
+        Ok(self.device_view(&rec))
     }
 
     fn unpair(&mut self, device: DeviceId) -> Result<(), NodeError> {
-        match self.store.unpair(&device, clock::now()) {
-            Ok(_) => {}
-            Err(StoreError::NotFound(RecordKind::Device)) => {
+        match self.store.device(&device)? {
+            Some(_) => {}
+            None => {
                 return Err(NodeError::NotFound(format!(
                     "{device} is not a paired device"
                 )))
             }
-            Err(e) => return Err(e.into()),
         }
+        // The unpairing, what becomes of the devices it vouched for and of the vouching
+        // sessions about it, and the audit of why: one transaction (see proxy::removal).
+        let removed = self.remove_device_and_its_vouches(device)?;
         tracing::info!(%device, "unpaired");
+        self.forget_device(device);
+        for other in removed {
+            self.forget_device(other);
+        }
+        Ok(())
+    }
+
+    /// Lets go of a device that is no longer paired: not kept connected, not redialled,
+    /// no longer online, and gone from the UI.
+    pub(crate) fn forget_device(&mut self, device: DeviceId) {
         self.swarm
             .behaviour_mut()
             .set_paired(peer_of(&device), false);
         self.presence.unverify(&device);
         self.redial.forget(&device);
         self.keyproof.connection_lost(device);
+        self.proxy.device_forgotten(&device);
         if self.addrbook.remove(&device) {
             let _ = self.addrbook.save();
         }
@@ -1274,7 +1552,6 @@ impl EventLoop {
             resource: ResourceKind::Device,
             id: device.to_string(),
         });
-        Ok(())
     }
 
     fn send_text(&mut self, device: DeviceId, text: String, reply: Reply<()>) {
@@ -1289,7 +1566,8 @@ impl EventLoop {
                 return;
             }
         };
-        match seal_text(&rec.session_key, &self.me, &device, &text, &mut OsRng) {
+        let key = self.proxy.sealing_key(&device, rec.session_key.clone());
+        match seal_text(&key, &self.me, &device, &text, &mut OsRng) {
             Ok(sealed) => self.send(device, Message::SealedText(sealed), Token::Reply(reply)),
             Err(KeyOpError::TooLarge) => {
                 let _ = reply.send(Err(NodeError::InvalidArgument(

@@ -3,8 +3,9 @@
 //! Following the design's UI model, the UI holds *resources* (devices, pairing sessions,
 //! vouching sessions) and is told when one changes ([`NodeEvent::ResourceChanged`], with
 //! the resource's new JSON view) or goes away ([`NodeEvent::ResourceDeleted`]), plus the
-//! *prompts* that need a person ([`NodeEvent::PairingConfirmationRequired`], and the proxy
-//! prompts once proxy pairing exists).
+//! *prompts* that need a person ([`NodeEvent::PairingConfirmationRequired`],
+//! [`NodeEvent::ProxyPairingVouchingReady`], [`NodeEvent::ProxyPairingConfirmationRequired`],
+//! [`NodeEvent::DeviceReviewRequired`]).
 //!
 //! Every event gets a sequence number, increasing by one, so a subscriber can tell whether
 //! it missed something and resume with `since`. The [`EventHub`] keeps the last
@@ -29,6 +30,8 @@ pub enum ResourceKind {
     PairingSession,
     /// A vouching session (id: session id).
     VouchingSession,
+    /// A vouch waiting for this device's user (id: the prompt id of `proxy requests`).
+    ProxyRequest,
 }
 
 /// Something the UI should know about.
@@ -78,6 +81,50 @@ pub enum NodeEvent {
         device_id: String,
         /// Why (`bad_mac`, `wrong_challenge`, `timeout`, ...).
         reason: String,
+    },
+    /// A device was paired directly and can now be vouched for to this device's other
+    /// devices: choose the targets with `vouch` (skipped with `auto_vouch_to_all`).
+    ProxyPairingVouchingReady {
+        /// The vouching session (32 hex digits).
+        session_id: String,
+        /// The device to vouch for.
+        vouchee: String,
+        /// Its name.
+        vouchee_name: String,
+    },
+    /// A trusted device vouches for a new device and asks this device's user to accept it
+    /// (`proxy accept|reject <ID>` before `deadline`).
+    ProxyPairingConfirmationRequired {
+        /// The prompt id.
+        id: String,
+        /// The device that vouches.
+        voucher: String,
+        /// Its name, as this device knows it.
+        voucher_name: String,
+        /// The device vouched for.
+        vouchee: String,
+        /// Its name, as the voucher gave it.
+        vouchee_name: String,
+        /// The user must answer before this (ms since the epoch).
+        deadline: u64,
+    },
+    /// A proxy-pairing message was refused; nothing was stored for it.
+    ProxyMessageRefused {
+        /// The sender, as the connection authenticated it.
+        from: String,
+        /// Which message (`ProxyPairingRequest`, `ProxyPairingResponse`, ...).
+        message: String,
+        /// Why, as a stable identifier (`not_from_voucher`, `not_a_target`, `wrong_nonce`,
+        /// `bad_signature`, ...).
+        reason: String,
+    },
+    /// The device that vouched for `device_id` was unpaired and `on_voucher_removed` is
+    /// `review`: keep or remove it with `review keep|remove <DEVICE_ID>`.
+    DeviceReviewRequired {
+        /// The device to review.
+        device_id: String,
+        /// The removed voucher.
+        voucher: String,
     },
     /// A sealed text message arrived from a paired device.
     MessageReceived {

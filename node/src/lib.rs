@@ -36,6 +36,7 @@ pub mod network;
 pub mod node;
 pub mod outbox;
 pub mod peer;
+pub mod proxy;
 pub mod sessions;
 pub mod views;
 
@@ -43,4 +44,4 @@ pub use client::Client;
 pub use config::NodeConfig;
 pub use datadir::DataDir;
 pub use error::NodeError;
-pub use node::{start, NodeOptions, RunningNode, StartError};
+pub use node::{start, start_tuned, NodeOptions, RunningNode, StartError, Tuning};

@@ -5,6 +5,7 @@
 
 use crate::addrbook::AddressBook;
 use crate::client::Client;
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, ADDRESSES_FILE};
 use crate::error::NodeError;
@@ -120,9 +121,34 @@ fn parse_addrs(list: &[String]) -> Result<Vec<Multiaddr>, StartError> {
         .collect()
 }
 
+/// What tests may change about a node beyond its configuration. `Tuning::default()` is
+/// what `vouchnet run` uses.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// The wall clock the node reads (a test moves it forward to reach an expiry).
+    pub clock: Clock,
+    /// Deliver queued vouches the moment their recipient comes online. Turned off only to
+    /// show that the poll alone delivers them.
+    pub wake_queue_on_presence: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            clock: Clock::system(),
+            wake_queue_on_presence: true,
+        }
+    }
+}
+
 /// Starts a node: loads (or creates) the identity, opens the store, listens, and spawns
 /// the event loop. Returns once it listens on at least one address.
 pub async fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
+    start_tuned(opts, Tuning::default()).await
+}
+
+/// [`start`] with [`Tuning`].
+pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNode, StartError> {
     let (keypair, created) = opts.data_dir.load_or_create_identity()?;
     if created {
         tracing::info!(
@@ -137,7 +163,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
     let peers = parse_addrs(&config.peers)?;
     let behaviour = BehaviourOptions {
         mdns: config.mdns,
-        proxy_pairing: false,
+        proxy_pairing: config.proxy_pairing,
         max_incoming: config.max_incoming_connections,
         max_frame: Limits::default().max_frame,
         request_timeout: REQUEST_TIMEOUT,
@@ -167,6 +193,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, StartError> {
         addrbook,
         addr_tx,
         LoopOptions {
+            keypair,
+            clock: tuning.clock,
+            proxy_pairing: config.proxy_pairing,
+            on_voucher_removed: config.on_voucher_removed,
+            wake_queue_on_presence: tuning.wake_queue_on_presence,
             name: config.display_name(),
             protocol: config.protocol(),
             key_proof_timeout: Duration::from_secs(config.key_proof_timeout),

@@ -126,6 +126,18 @@ impl<T> Outbox<T> {
         })
     }
 
+    /// Forgets `device`'s queue if nothing is in flight or waiting in it (a message handed
+    /// back by [`Outbox::push`] that the caller could not send leaves such a queue).
+    pub fn clear(&mut self, device: &DeviceId) {
+        if self
+            .queues
+            .get(device)
+            .is_some_and(|q| q.in_flight.is_none() && q.waiting.is_empty())
+        {
+            self.queues.remove(device);
+        }
+    }
+
     /// Messages queued or in flight to `device`.
     pub fn len(&self, device: &DeviceId) -> usize {
         self.queues

@@ -1,9 +1,8 @@
-//! The JSON view of a vouching session (`vouchnet sessions`, `vouchnet session <ID>`).
-//!
-//! Sessions are created by vouching, which arrives with proxy pairing; until then the list
-//! is empty, but the shape is fixed here so scripts can rely on it.
+//! The JSON view of a vouching session (`vouchnet sessions`, `vouchnet session <ID>`), and
+//! the stable names of vouch rejections that views and events use.
 
 use serde::{Deserialize, Serialize};
+use vouchnet_protocol::messages::VouchRejection;
 use vouchnet_protocol::model::{SessionState, VouchStatus, VouchingSession};
 
 /// One vouching session.
@@ -30,8 +29,45 @@ pub struct VouchView {
     pub device_id: String,
     /// `selected`, `waiting`, `queued`, `accepted`, `rejected` or `expired`.
     pub status: String,
-    /// Why it was rejected, when it was.
+    /// Why it was rejected, when it was (see [`rejection_name`]).
     pub reason: Option<String>,
+}
+
+/// The stable snake_case name of a rejection, as views, events and docs/cli.md use it.
+pub fn rejection_name(r: &VouchRejection) -> &'static str {
+    match r {
+        VouchRejection::NotFromVoucher => "not_from_voucher",
+        VouchRejection::VoucherNotPaired => "voucher_not_paired",
+        VouchRejection::VoucherNotDirect => "voucher_not_direct",
+        VouchRejection::VoucherNotTrusted => "voucher_not_trusted",
+        VouchRejection::BadSignature => "bad_signature",
+        VouchRejection::Stale { .. } => "stale",
+        VouchRejection::FromFuture { .. } => "from_future",
+        VouchRejection::Replay => "replay",
+        VouchRejection::WrongTarget => "wrong_target",
+        VouchRejection::VoucheeIsSelf => "vouchee_is_self",
+        VouchRejection::VoucheeIsVoucher => "vouchee_is_voucher",
+        VouchRejection::VoucheeKeyMismatch => "vouchee_key_mismatch",
+        VouchRejection::AlreadyPaired => "already_paired",
+        VouchRejection::VoucheeBlocked => "vouchee_blocked",
+        VouchRejection::BadSealedKey => "bad_sealed_key",
+        VouchRejection::UserRejected => "user_rejected",
+        VouchRejection::PromptExpired => "prompt_expired",
+        VouchRejection::RateLimited => "rate_limited",
+        VouchRejection::Timeout => "timeout",
+        VouchRejection::Unsupported => "unsupported",
+        _ => "other",
+    }
+}
+
+/// The stable name of a session state.
+pub fn state_name(s: SessionState) -> &'static str {
+    match s {
+        SessionState::Pending => "pending",
+        SessionState::InProgress => "in_progress",
+        SessionState::Completed => "completed",
+        SessionState::Cancelled => "cancelled",
+    }
 }
 
 /// The view of a stored session.
@@ -40,13 +76,7 @@ pub fn view(s: &VouchingSession) -> SessionView {
         id: s.id.to_hex(),
         vouchee: s.vouchee.to_string(),
         vouchee_name: s.vouchee_name.as_str().to_owned(),
-        state: match s.state {
-            SessionState::Pending => "pending",
-            SessionState::InProgress => "in_progress",
-            SessionState::Completed => "completed",
-            SessionState::Cancelled => "cancelled",
-        }
-        .to_owned(),
+        state: state_name(s.state).to_owned(),
         vouches: s
             .targets
             .iter()
@@ -57,7 +87,7 @@ pub fn view(s: &VouchingSession) -> SessionView {
                     VouchStatus::Queued => ("queued", None),
                     VouchStatus::Accepted { .. } => ("accepted", None),
                     VouchStatus::Rejected { reason, .. } => {
-                        ("rejected", Some(format!("{reason:?}")))
+                        ("rejected", Some(rejection_name(reason).to_owned()))
                     }
                     VouchStatus::Expired => ("expired", None),
                 };

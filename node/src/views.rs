@@ -42,11 +42,20 @@ pub struct DeviceView {
     pub paired_at: u64,
     /// When it last proved its key.
     pub last_seen: Option<u64>,
+    /// Flagged for review: the device that vouched for it was unpaired
+    /// (`on_voucher_removed = review`); `review keep|remove` decides.
+    #[serde(default)]
+    pub review: bool,
 }
 
 impl DeviceView {
-    /// The view of a stored device.
+    /// The view of a stored device, not flagged for review.
     pub fn new(record: &DeviceRecord, online: bool) -> Self {
+        Self::flagged(record, online, false)
+    }
+
+    /// The view of a stored device, with its review flag.
+    pub fn flagged(record: &DeviceRecord, online: bool, review: bool) -> Self {
         DeviceView {
             device_id: record.device_id.to_string(),
             name: record.name.as_str().to_owned(),
@@ -56,6 +65,7 @@ impl DeviceView {
             vouched_by: record.vouched_by.map(|d| d.to_string()),
             paired_at: record.paired_at.as_millis(),
             last_seen: record.last_seen.map(|t| t.as_millis()),
+            review,
         }
     }
 }
@@ -155,6 +165,106 @@ pub struct AuditEntryView {
     pub at: u64,
     /// What, in one line.
     pub event: String,
+}
+
+/// A vouch waiting for this device's user (`vouchnet proxy requests`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRequestView {
+    /// The prompt id, for `proxy accept|reject`.
+    pub id: String,
+    /// The device that vouches.
+    pub voucher: String,
+    /// Its name, as this device knows it.
+    pub voucher_name: String,
+    /// The device vouched for.
+    pub vouchee: String,
+    /// Its name, as the voucher gave it.
+    pub vouchee_name: String,
+    /// The user must answer before this.
+    pub deadline: u64,
+}
+
+/// The outcome of `network.pair.vouch` (`vouchnet vouch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VouchOutcome {
+    /// The vouching session (32 hex digits), for `vouchnet session`.
+    pub session_id: String,
+}
+
+/// The outcome of `network.pair.confirmProxy` (`vouchnet proxy accept|reject`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmProxyOutcome {
+    /// The prompt.
+    pub id: String,
+    /// The device vouched for.
+    pub vouchee: String,
+    /// `accepted`, or `rejected` (by the user, or because a re-check failed: `reason`).
+    pub decision: String,
+    /// Why it was rejected, when it was.
+    pub reason: Option<String>,
+}
+
+/// A device flagged for review after its voucher was unpaired (`vouchnet review`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewView {
+    /// The device.
+    pub device_id: String,
+    /// Its name.
+    pub name: String,
+    /// The removed voucher.
+    pub voucher: String,
+}
+
+/// The outcome of `network.device.review` (`vouchnet review keep|remove`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewOutcome {
+    /// The device.
+    pub device_id: String,
+    /// `kept` or `removed`.
+    pub decision: String,
+}
+
+/// One device's trust chain (`vouchnet audit`): how it came to be trusted and what
+/// happened to that trust since, each step with the audit entry and the signatures that
+/// justify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustChainView {
+    /// The device.
+    pub device_id: String,
+    /// Its name, when known.
+    pub name: Option<String>,
+    /// `direct`, `proxied`, or `removed` when it is no longer paired.
+    pub pairing_type: String,
+    /// Its trust level, when it is still paired.
+    pub trust_level: Option<String>,
+    /// The voucher, for a proxied device.
+    pub vouched_by: Option<String>,
+    /// The steps, oldest first.
+    pub steps: Vec<ChainStep>,
+}
+
+/// One step of a trust chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStep {
+    /// The audit entry.
+    pub seq: u64,
+    /// When.
+    pub at: u64,
+    /// What happened, in one line.
+    pub what: String,
+    /// The evidence the entry holds.
+    pub evidence: Vec<EvidenceView>,
+}
+
+/// A signature (or key-confirmation MAC) kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceView {
+    /// What it is: `vouch_certificate`, `vouch_response`, `key_confirmation_mac`.
+    pub kind: String,
+    /// Who made it (device id).
+    pub by: String,
+    /// The signature or MAC, hex.
+    pub value: String,
 }
 
 /// `vouchnet audit --verify`.

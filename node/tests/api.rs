@@ -159,7 +159,11 @@ async fn errors_carry_a_stable_kind() {
             c.action("network.pair.vouch", json!({"vouchee": id, "all": true}))
                 .await
         ),
-        "not_yet_available"
+        "not_found"
+    );
+    assert_eq!(
+        kind(c.action("network.pair.vouch", json!({"vouchee": id})).await),
+        "invalid_argument"
     );
     assert_eq!(
         kind(
@@ -169,9 +173,20 @@ async fn errors_carry_a_stable_kind() {
             )
             .await
         ),
-        "not_yet_available"
+        "not_found"
     );
-    assert_eq!(kind(c.get("/v1/proxy/requests").await), "not_yet_available");
+    assert_eq!(
+        kind(
+            c.action(
+                "network.device.review",
+                json!({"device_id": id, "keep": true})
+            )
+            .await
+        ),
+        "not_found"
+    );
+    assert_eq!(c.get("/v1/proxy/requests").await.unwrap(), json!([]));
+    assert_eq!(c.get("/v1/review").await.unwrap(), json!([]));
     assert_eq!(kind(c.get("/v1/sessions/zz").await), "invalid_argument");
     assert_eq!(
         kind(c.get(&format!("/v1/sessions/{}", "00".repeat(16))).await),

@@ -164,22 +164,31 @@ fn two_processes_pair_through_the_cli_only() {
 }
 
 #[test]
-fn commands_that_are_not_yet_available_fail_clearly() {
+fn proxy_commands_answer_clearly_on_a_device_with_nothing_to_vouch() {
     let a = Node::start("laptop");
     let id = a.id()["device_id"].as_str().unwrap().to_owned();
-    for args in [
-        vec!["vouch", id.as_str(), "--all"],
-        vec!["proxy", "requests"],
-        vec!["proxy", "accept", "x"],
-        vec!["proxy", "reject", "x"],
+    // Nothing waits for a decision, nothing is flagged, no session exists.
+    assert_eq!(json(&a.dir, &["proxy", "requests"]), Value::Array(vec![]));
+    assert_eq!(json(&a.dir, &["review"]), Value::Array(vec![]));
+    assert_eq!(json(&a.dir, &["sessions"]), Value::Array(vec![]));
+    for (args, message) in [
+        (
+            vec!["vouch", id.as_str(), "--all"],
+            "is not a paired device",
+        ),
+        (vec!["proxy", "accept", "x"], "no vouch waiting"),
+        (vec!["proxy", "reject", "x"], "no vouch waiting"),
+        (
+            vec!["review", "keep", id.as_str()],
+            "is not waiting for a review",
+        ),
     ] {
         let out = vouchnet(&a.dir, &args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not yet available"), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
-    assert_eq!(json(&a.dir, &["sessions"]), Value::Array(vec![]));
 }
 
 #[test]

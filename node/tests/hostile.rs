@@ -162,7 +162,11 @@ async fn an_oversized_frame_fails_its_stream_and_the_node_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_proxy_pairing_does_not_offer_its_protocol() {
-    let b = TestNode::start("phone").await;
+    let b = TestNode::start_with(vouchnet_node::NodeConfig {
+        proxy_pairing: false,
+        ..config("phone")
+    })
+    .await;
     let mut s = raw_swarm(PROXY_PAIR_PROTOCOL);
     let outcomes = raw_send(&mut s, &b.addr(), vec![frame(Message::Ack(Ack {}))]).await;
     assert!(

@@ -191,6 +191,41 @@ pub enum AuditEvent {
         /// The device.
         device: DeviceId,
     },
+    /// A device that had vouched for others was unpaired. `policy` (the node's
+    /// `on_voucher_removed` setting) says what became of the devices it vouched for; the
+    /// vouching sessions about it that were still open, with their queued vouches, were
+    /// dropped.
+    VoucherRemoved {
+        /// The removed voucher.
+        voucher: DeviceId,
+        /// What the node does with the devices it vouched for.
+        policy: VoucherRemovalPolicy,
+        /// The devices it vouched for (kept, flagged for review, or revoked).
+        vouched: Vec<DeviceId>,
+        /// Vouching sessions cancelled, or whose queued vouches were dropped, because of it.
+        dropped: Vec<SessionId>,
+    },
+    /// The user decided on a device flagged for review after its voucher was removed.
+    ReviewResolved {
+        /// The device.
+        device: DeviceId,
+        /// The removed voucher that had vouched for it.
+        voucher: DeviceId,
+        /// Kept (true) or removed (false, revoked in the same transaction).
+        kept: bool,
+    },
+}
+
+/// What a node does with the devices a voucher vouched for when the user unpairs that
+/// voucher (the `on_voucher_removed` setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VoucherRemovalPolicy {
+    /// They stay trusted.
+    Keep,
+    /// They are flagged, and the user keeps or removes each.
+    Review,
+    /// They are revoked with the voucher.
+    Revoke,
 }
 
 /// What a user confirmation was about.
@@ -619,7 +654,9 @@ pub fn verify_evidence(event: &AuditEvent) -> Result<(), EvidenceError> {
         | AuditEvent::TrustChanged { .. }
         | AuditEvent::KeyProofFailed { .. }
         | AuditEvent::Rekeyed { .. }
-        | AuditEvent::TombstoneCleared { .. } => Ok(()),
+        | AuditEvent::TombstoneCleared { .. }
+        | AuditEvent::VoucherRemoved { .. }
+        | AuditEvent::ReviewResolved { .. } => Ok(()),
     }
 }
 

@@ -41,7 +41,7 @@ mod watermark;
 
 pub use audit::{
     AuditEntry, AuditError, AuditEvent, AuditHead, AuditReport, ConfirmedAction, EvidenceError,
-    EvidenceKind,
+    EvidenceKind, VoucherRemovalPolicy,
 };
 pub use codec::STORED_LIMITS;
 pub use error::{RecordKind, StoreError};

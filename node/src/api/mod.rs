@@ -7,8 +7,10 @@
 //! GET  /v1/devices                                → [DeviceView]
 //! GET  /v1/pairings                               → [PairingRequestView]
 //! GET  /v1/sessions, /v1/sessions/{id}            → vouching sessions
-//! GET  /v1/proxy/requests                         → 501 until proxy pairing exists
+//! GET  /v1/proxy/requests                         → [ProxyRequestView]
+//! GET  /v1/review                                 → [ReviewView]
 //! GET  /v1/audit[?verify=true]                    → [AuditEntryView] | AuditVerifyView
+//! GET  /v1/audit/chains                           → [TrustChainView]
 //! GET  /v1/inbox                                  → [InboxMessage]
 //! GET  /v1/events[?since=N][&token=T]             → Server-Sent Events
 //! ```
@@ -16,8 +18,8 @@
 //! Actions: `network.pair.request {device_id, addr?}`, `network.pair.accept {device_id,
 //! code?}`, `network.pair.reject {device_id}`, `network.pair.vouch {vouchee, to?, all?}`,
 //! `network.pair.confirmProxy {id, accept}`, `network.device.setTrust {device_id,
-//! trust_level}`, `network.device.unpair {device_id}`, `network.message.send {device_id,
-//! text}`, `network.dial {addr}`.
+//! trust_level}`, `network.device.unpair {device_id}`, `network.device.review {device_id,
+//! keep}`, `network.message.send {device_id, text}`, `network.dial {addr}`.
 //!
 //! Errors are `{"error": {"kind": "...", "message": "..."}}` with the status of
 //! [`NodeError::status`]; a request without the right token gets 401 and nothing else.
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod events;
+pub mod ui;
 
 use crate::client::Client;
 use crate::error::NodeError;
@@ -64,6 +67,8 @@ pub enum ApiError {
 struct ApiState {
     client: Client,
     token: Arc<String>,
+    /// Sessions of the web UI, accepted like the token (see [`ui`]).
+    ui: ui::UiAuth,
 }
 
 /// A running API server.
@@ -75,11 +80,22 @@ pub struct ApiServer {
     task: JoinHandle<()>,
 }
 
+/// How long [`ApiServer::shutdown`] lets open connections finish. An event stream (an open
+/// web UI tab, `vouchnet events`) never finishes by itself: without a bound, one open tab
+/// would keep `vouchnet run` from stopping.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl ApiServer {
-    /// Stops the server.
-    pub async fn shutdown(self) {
+    /// Stops the server: no new connections, and those still open after
+    /// [`SHUTDOWN_GRACE`] are left to end with the process.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 
@@ -122,6 +138,7 @@ pub fn router(client: Client, token: String) -> Router {
     let state = ApiState {
         client,
         token: Arc::new(token),
+        ui: ui::UiAuth::new(),
     };
     Router::new()
         .route("/v1/node", get(node_info))
@@ -131,12 +148,17 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}", get(session))
         .route("/v1/proxy/requests", get(proxy_requests))
+        .route("/v1/review", get(review))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/chains", get(audit_chains))
         .route("/v1/inbox", get(inbox))
         .route("/v1/events", get(events_stream))
         .route("/v1/actions/{name}", post(action))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
+        // The web UI: its page and login need no token; the guard covers every route.
+        .merge(ui::routes(state.ui.clone(), state.token.clone()))
+        .layer(middleware::from_fn(ui::guard))
 }
 
 #[derive(Deserialize)]
@@ -154,7 +176,10 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
         None
     };
     let ok = auth::presented_token(req.headers(), query_token.as_deref())
-        .is_some_and(|t| auth::token_matches(t, &state.token));
+        .is_some_and(|t| {
+            auth::token_matches(t, &state.token)
+                || state.ui.session_valid(t, std::time::Instant::now())
+        });
     if !ok {
         return error_response(
             StatusCode::UNAUTHORIZED,
@@ -215,8 +240,16 @@ async fn session(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult
     to_json(crate::sessions::view(&s.client.session(id).await?))
 }
 
-async fn proxy_requests() -> ApiResult {
-    Err(NodeError::NotYetAvailable("listing proxy-pairing requests"))
+async fn proxy_requests(State(s): State<ApiState>) -> ApiResult {
+    to_json(s.client.proxy_requests().await?)
+}
+
+async fn review(State(s): State<ApiState>) -> ApiResult {
+    to_json(s.client.review().await?)
+}
+
+async fn audit_chains(State(s): State<ApiState>) -> ApiResult {
+    to_json(s.client.audit_chains().await?)
 }
 
 #[derive(Deserialize)]
@@ -302,6 +335,30 @@ struct DialParams {
     addr: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VouchParams {
+    vouchee: String,
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmProxyParams {
+    id: String,
+    accept: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewParams {
+    device_id: String,
+    keep: bool,
+}
+
 fn multiaddr(s: &str) -> Result<libp2p::Multiaddr, NodeError> {
     s.parse()
         .map_err(|e| NodeError::InvalidArgument(format!("{s:?} is not a multiaddress: {e}")))
@@ -344,9 +401,35 @@ async fn run_action(client: &Client, name: &str, body: Value) -> Result<Option<V
             client.pair_reject(device_id(&p.device_id)?).await?;
             Ok(ok)
         }
-        "network.pair.vouch" => return Err(NodeError::NotYetAvailable("vouching")),
+        "network.pair.vouch" => {
+            let p: VouchParams = params(body)?;
+            if p.all && !p.to.is_empty() {
+                return Err(NodeError::InvalidArgument(
+                    "give either `to` or `all`, not both".into(),
+                ));
+            }
+            if !p.all && p.to.is_empty() {
+                return Err(NodeError::InvalidArgument(
+                    "give the targets (`to`) or `all`".into(),
+                ));
+            }
+            let to =
+                p.to.iter()
+                    .map(|t| device_id(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+            serde_json::to_value(client.vouch(device_id(&p.vouchee)?, to, p.all).await?)
+        }
         "network.pair.confirmProxy" => {
-            return Err(NodeError::NotYetAvailable("confirming a proxy pairing"))
+            let p: ConfirmProxyParams = params(body)?;
+            serde_json::to_value(client.confirm_proxy(p.id, p.accept).await?)
+        }
+        "network.device.review" => {
+            let p: ReviewParams = params(body)?;
+            serde_json::to_value(
+                client
+                    .review_decide(device_id(&p.device_id)?, p.keep)
+                    .await?,
+            )
         }
         "network.device.setTrust" => {
             let p: TrustParams = params(body)?;

@@ -1,0 +1,472 @@
+//! The receiving device (target): deciding on a vouch.
+//!
+//! [`Receiver::receive`] runs the design's checks (voucher trusted and directly paired,
+//! signature, freshness, replay, target, vouchee, trust level, sealed key) and returns a
+//! [`Verdict`]. The node persists the verdict's commit **atomically before** it replies
+//! (`Store::accept_vouch` / `reject_vouch` / `remember_nonce`, each one transaction), so a
+//! crash never leaves a device accepted without its nonce and decision recorded, or an
+//! answer sent that was not stored. Then the reply (the signed `ProxyPairingResponse`, or a
+//! `ProxyPairingPending` when the user is asked) goes back to the voucher as a new request.
+//!
+//! Without `auto_accept_vouched` the user is asked: a `ProxyPairingConfirmationRequired`
+//! event, `proxy requests`, and `proxy accept|reject <ID>` (or `network.pair.confirmProxy`)
+//! before the deadline; at the deadline [`Receiver::expire_prompt`] refuses it
+//! (`prompt_expired`).
+//!
+//! Open prompts are kept in memory: their nonces join the replay cache when the prompt is
+//! answered (so `accept_vouch` records the nonce with the device, as for an automatic
+//! acceptance), and a replay while the prompt is open is refused from the in-memory list.
+//! A restart forgets open prompts; the voucher then sees no answer and, at the deadline the
+//! target announced, records a timeout, and the user can vouch again.
+
+use super::OpenPrompt;
+use crate::error::NodeError;
+use crate::event_loop::{ack, error_reply, EventLoop, Token};
+use crate::events::{NodeEvent, ResourceKind};
+use crate::network::codec::WireFrame;
+use crate::sessions::rejection_name;
+use crate::views::{ConfirmProxyOutcome, ProxyRequestView};
+use vouchnet_protocol::messages::{
+    Decision, ErrorCode, ProxyPairingRequest, SignedVouch, VouchRejection,
+};
+use vouchnet_protocol::vouch::{
+    sign_response, Outcome, PendingPrompt, ReceiveError, Receiver, SeenNonce, Verdict,
+};
+use vouchnet_protocol::{DeviceId, Timestamp};
+use vouchnet_storage::{
+    AcceptOutcome, AcceptVouch, DeviceRecord, RejectOutcome, RejectVouch, StoreError,
+};
+
+/// What became of a verdict once applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// The vouchee was added.
+    Accepted,
+    /// The user is asked.
+    Prompted,
+    /// Refused, for this reason.
+    Rejected(VouchRejection),
+    /// Answered as before.
+    Repeated,
+    /// The store failed; nothing was stored or sent (logged).
+    NotStored,
+}
+
+impl EventLoop {
+    /// A `ProxyPairingRequest` from `device`.
+    pub(crate) fn on_vouch_request(
+        &mut self,
+        device: DeviceId,
+        request: ProxyPairingRequest,
+    ) -> WireFrame {
+        let now = self.clock.now();
+        let verdict = {
+            let view = self.view();
+            Receiver::new(&self.keypair, &self.protocol).receive(&view, &device, &request, now)
+        };
+        match verdict {
+            Ok(verdict) => {
+                self.apply_verdict(device, &request.vouch, verdict, &[], true, now);
+                ack()
+            }
+            Err(e) => {
+                let reason = match e {
+                    ReceiveError::UnsupportedCertificateVersion(_) => "unsupported_version",
+                    _ => "malformed",
+                };
+                self.refused(device, "ProxyPairingRequest", reason);
+                error_reply(ErrorCode::Malformed)
+            }
+        }
+    }
+
+    /// Persists a verdict's commit, then replies to the voucher (when `reply`), then tells
+    /// the UI. `prompt_nonces` are the nonces an answered prompt held, to be remembered
+    /// with the decision.
+    pub(crate) fn apply_verdict(
+        &mut self,
+        voucher: DeviceId,
+        vouch: &SignedVouch,
+        verdict: Verdict,
+        prompt_nonces: &[SeenNonce],
+        reply: bool,
+        now: Timestamp,
+    ) -> Applied {
+        let Verdict {
+            outcome,
+            reply: answer,
+            commit,
+        } = verdict;
+        if let Some(key) = &commit.close_prompt {
+            if let Some(open) = self.proxy.prompts.remove(key) {
+                self.hub.publish(NodeEvent::ResourceDeleted {
+                    resource: ResourceKind::ProxyRequest,
+                    id: open.id,
+                });
+            }
+        }
+        let cert = match vouch.decode_unverified() {
+            Ok(c) => c,
+            // The machine decoded it already; this cannot fail for a verdict it returned.
+            Err(_) => return Applied::NotStored,
+        };
+        let digest = vouch.body_digest();
+        let nonce_expiry = |nonce| {
+            commit
+                .seen_nonce
+                .filter(|s| s.nonce == nonce)
+                .or_else(|| prompt_nonces.iter().copied().find(|s| s.nonce == nonce))
+                .map(|s| s.expires_at)
+                .unwrap_or_else(|| {
+                    cert.issued_at
+                        .saturating_add(self.protocol.vouch_signature_max_age)
+                        .saturating_add(self.protocol.clock_skew_allowance)
+                })
+        };
+        let others: Vec<SeenNonce> = prompt_nonces
+            .iter()
+            .copied()
+            .filter(|s| s.nonce != cert.nonce)
+            .collect();
+        let remember_others = |tx: &vouchnet_storage::Txn| {
+            for s in &others {
+                tx.remember_nonce(&s.nonce, s.expires_at)?;
+            }
+            Ok::<(), vouchnet_storage::TxError>(())
+        };
+        // What is finally answered, if it differs from the machine's reply (a race the
+        // store caught at commit time, or an earlier decision).
+        let mut answer_with: Option<Decision> = None;
+        let applied = match outcome {
+            Outcome::Accepted(how) => {
+                let Some(device) = commit.device else {
+                    return Applied::NotStored;
+                };
+                let a = AcceptVouch {
+                    session_id: cert.session_id,
+                    voucher: device.vouched_by,
+                    vouchee: device.device_id,
+                    vouchee_key: device.public_key,
+                    vouchee_name: device.name.clone(),
+                    nonce: cert.nonce,
+                    nonce_expires_at: nonce_expiry(cert.nonce),
+                    proof: device.proof.clone(),
+                    how,
+                    session_key: device.proxied_key.clone(),
+                    at: now,
+                };
+                let result = self.store.write(|tx| {
+                    let out = tx.accept_vouch(&a)?;
+                    remember_others(tx)?;
+                    Ok(out)
+                });
+                match result {
+                    Ok(AcceptOutcome::Accepted(rec)) => {
+                        tracing::info!(
+                            "accepted {} ({}) on the vouch of {voucher}",
+                            rec.name.as_str(),
+                            rec.device_id
+                        );
+                        self.proxied_device_added(&rec);
+                        Applied::Accepted
+                    }
+                    Ok(AcceptOutcome::AlreadyDecided(prior)) => {
+                        answer_with = Some(prior.decision.clone());
+                        Applied::Repeated
+                    }
+                    Ok(AcceptOutcome::Refused(reason)) => {
+                        self.record_rejection(voucher, vouch, &cert, digest, &reason, now);
+                        answer_with = Some(Decision::Rejected {
+                            reason: reason.clone(),
+                        });
+                        Applied::Rejected(reason)
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot store the accepted vouch: {e}");
+                        return Applied::NotStored;
+                    }
+                }
+            }
+            Outcome::Rejected(reason) => {
+                self.refused(voucher, "ProxyPairingRequest", rejection_name(&reason));
+                if commit.seen_nonce.is_some() || commit.decision.is_some() {
+                    let r = RejectVouch {
+                        session_id: cert.session_id,
+                        voucher: cert.voucher,
+                        vouchee: cert.vouchee,
+                        nonce: cert.nonce,
+                        nonce_expires_at: nonce_expiry(cert.nonce),
+                        reason: reason.clone(),
+                        vouch: Some(vouch.clone()),
+                        response: answer.response().cloned(),
+                        record_decision: commit.decision.is_some(),
+                        at: now,
+                    };
+                    let result = self.store.write(|tx| {
+                        let out = tx.reject_vouch(&r)?;
+                        remember_others(tx)?;
+                        Ok(out)
+                    });
+                    match result {
+                        Ok(RejectOutcome::Recorded) => {}
+                        Ok(RejectOutcome::AlreadyDecided(prior)) => {
+                            answer_with = Some(prior.decision.clone());
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot store the refused vouch: {e}");
+                            return Applied::NotStored;
+                        }
+                    }
+                }
+                Applied::Rejected(reason)
+            }
+            Outcome::Prompted => {
+                let Some(prompt) = commit.open_prompt else {
+                    return Applied::NotStored;
+                };
+                self.open_prompt(prompt, commit.seen_nonce);
+                Applied::Prompted
+            }
+            Outcome::Repeated(_) => {
+                if let Some(s) = commit.seen_nonce {
+                    if let Err(e) = self.store.remember_nonce(&s.nonce, s.expires_at) {
+                        tracing::error!("cannot store the vouch nonce: {e}");
+                        return Applied::NotStored;
+                    }
+                }
+                Applied::Repeated
+            }
+        };
+        if reply {
+            let msg = match answer_with {
+                Some(decision) => vouchnet_protocol::Message::ProxyPairingResponse(
+                    vouchnet_protocol::messages::ProxyPairingResponse {
+                        response: sign_response(&self.keypair, &cert, digest, decision, now),
+                    },
+                ),
+                None => answer.into_message(),
+            };
+            self.send(voucher, msg, Token::None);
+        }
+        applied
+    }
+
+    /// Records a refusal the store decided at commit time (the vouch raced with another
+    /// change), with the signed refusal that is sent.
+    fn record_rejection(
+        &mut self,
+        voucher: DeviceId,
+        vouch: &SignedVouch,
+        cert: &vouchnet_protocol::messages::VouchCertificate,
+        digest: [u8; 32],
+        reason: &VouchRejection,
+        now: Timestamp,
+    ) {
+        let response = sign_response(
+            &self.keypair,
+            cert,
+            digest,
+            Decision::Rejected {
+                reason: reason.clone(),
+            },
+            now,
+        );
+        let r = RejectVouch {
+            session_id: cert.session_id,
+            voucher,
+            vouchee: cert.vouchee,
+            nonce: cert.nonce,
+            nonce_expires_at: cert
+                .issued_at
+                .saturating_add(self.protocol.vouch_signature_max_age)
+                .saturating_add(self.protocol.clock_skew_allowance),
+            reason: reason.clone(),
+            vouch: Some(vouch.clone()),
+            response: Some(response),
+            record_decision: *reason != VouchRejection::Replay,
+            at: now,
+        };
+        if let Err(e) = self.store.reject_vouch(&r) {
+            tracing::error!("cannot store the refused vouch: {e}");
+        }
+        self.refused(voucher, "ProxyPairingRequest", rejection_name(reason));
+    }
+
+    /// A device was added by proxy (target side, or vouchee side): treat it as paired from
+    /// now on, and prove keys with it as soon as it is connected.
+    pub(crate) fn proxied_device_added(&mut self, rec: &DeviceRecord) {
+        let device = rec.device_id;
+        self.swarm
+            .behaviour_mut()
+            .set_paired(crate::peer::peer_of(&device), true);
+        let announced = self.announced.get(&device).cloned().unwrap_or_default();
+        self.remember_addresses(device, &announced);
+        self.publish_device(rec);
+        if self.presence.is_connected(&device) {
+            self.challenge(device);
+        } else {
+            self.redial.want(device, tokio::time::Instant::now());
+        }
+    }
+
+    fn open_prompt(&mut self, prompt: PendingPrompt, seen: Option<SeenNonce>) {
+        let key = prompt.key();
+        let voucher_name = self
+            .paired_record(&key.voucher)
+            .map(|r| r.name.as_str().to_owned())
+            .unwrap_or_default();
+        let (id, is_new) = match self.proxy.prompts.get_mut(&key) {
+            Some(open) => {
+                // A redelivery: the same prompt, with the newer vouch.
+                open.prompt = prompt.clone();
+                open.nonces.extend(seen);
+                (open.id.clone(), false)
+            }
+            None => {
+                let base = key.session_id.to_hex();
+                let mut id = base.clone();
+                let mut n = 1;
+                while self.proxy.prompt_by_id(&id).is_some() {
+                    n += 1;
+                    id = format!("{base}-{n}");
+                }
+                self.proxy.prompts.insert(
+                    key,
+                    OpenPrompt {
+                        prompt: prompt.clone(),
+                        id: id.clone(),
+                        nonces: seen.into_iter().collect(),
+                    },
+                );
+                (id, true)
+            }
+        };
+        let view = ProxyRequestView {
+            id: id.clone(),
+            voucher: key.voucher.to_string(),
+            voucher_name: voucher_name.clone(),
+            vouchee: key.vouchee.to_string(),
+            vouchee_name: prompt.cert.vouchee_name.as_str().to_owned(),
+            deadline: prompt.deadline.as_millis(),
+        };
+        if is_new {
+            tracing::info!(
+                "{} vouches for {} ({}): accept with `vouchnet proxy accept {id}`",
+                voucher_name,
+                view.vouchee_name,
+                view.vouchee
+            );
+            self.hub
+                .publish(NodeEvent::ProxyPairingConfirmationRequired {
+                    id: id.clone(),
+                    voucher: view.voucher.clone(),
+                    voucher_name,
+                    vouchee: view.vouchee.clone(),
+                    vouchee_name: view.vouchee_name.clone(),
+                    deadline: view.deadline,
+                });
+        }
+        self.hub.publish(NodeEvent::ResourceChanged {
+            resource: ResourceKind::ProxyRequest,
+            id,
+            data: serde_json::to_value(view).expect("views serialize"),
+        });
+    }
+
+    /// `proxy requests`.
+    pub(crate) fn proxy_requests(&self) -> Vec<ProxyRequestView> {
+        self.proxy
+            .prompts
+            .values()
+            .map(|open| {
+                let p = &open.prompt;
+                ProxyRequestView {
+                    id: open.id.clone(),
+                    voucher: p.cert.voucher.to_string(),
+                    voucher_name: self
+                        .paired_record(&p.cert.voucher)
+                        .map(|r| r.name.as_str().to_owned())
+                        .unwrap_or_default(),
+                    vouchee: p.cert.vouchee.to_string(),
+                    vouchee_name: p.cert.vouchee_name.as_str().to_owned(),
+                    deadline: p.deadline.as_millis(),
+                }
+            })
+            .collect()
+    }
+
+    /// `proxy accept|reject <ID>`.
+    pub(crate) fn confirm_proxy(
+        &mut self,
+        id: &str,
+        accept: bool,
+    ) -> Result<ConfirmProxyOutcome, NodeError> {
+        let key = self
+            .proxy
+            .prompt_by_id(id)
+            .ok_or_else(|| NodeError::NotFound(format!("no vouch waiting with id {id:?}")))?;
+        let (prompt, nonces) = {
+            let open = &self.proxy.prompts[&key];
+            (open.prompt.clone(), open.nonces.clone())
+        };
+        let now = self.clock.now();
+        let verdict = {
+            let view = self.view();
+            Receiver::new(&self.keypair, &self.protocol).answer_prompt(&view, &prompt, accept, now)
+        };
+        let applied = self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, true, now);
+        let (decision, reason) = match &applied {
+            Applied::Accepted => ("accepted", None),
+            Applied::Rejected(r) => ("rejected", Some(rejection_name(r).to_owned())),
+            Applied::Prompted | Applied::Repeated => ("repeated", None),
+            Applied::NotStored => {
+                return Err(NodeError::Conflict(
+                    "the answer could not be stored; nothing was sent (see the node's log)".into(),
+                ))
+            }
+        };
+        Ok(ConfirmProxyOutcome {
+            id: id.to_owned(),
+            vouchee: key.vouchee.to_string(),
+            decision: decision.to_owned(),
+            reason,
+        })
+    }
+
+    /// Prompts whose deadline came are refused (`prompt_expired`).
+    pub(crate) fn expire_prompts(&mut self, now: Timestamp) {
+        let due: Vec<_> = self
+            .proxy
+            .prompts
+            .iter()
+            .filter(|(_, p)| p.prompt.deadline <= now)
+            .map(|(k, p)| (*k, p.prompt.clone(), p.nonces.clone()))
+            .collect();
+        for (key, prompt, nonces) in due {
+            let verdict = Receiver::new(&self.keypair, &self.protocol).expire_prompt(&prompt, now);
+            self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, true, now);
+        }
+    }
+
+    /// Closes every open prompt from `voucher` (which was just unpaired): the re-check
+    /// refuses it (`voucher_not_paired`), and nothing is sent to the removed device.
+    pub(crate) fn close_prompts_from(&mut self, voucher: DeviceId) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let from: Vec<_> = self
+            .proxy
+            .prompts
+            .iter()
+            .filter(|(k, _)| k.voucher == voucher)
+            .map(|(k, p)| (*k, p.prompt.clone(), p.nonces.clone()))
+            .collect();
+        for (key, prompt, nonces) in from {
+            let verdict = {
+                let view = self.view();
+                Receiver::new(&self.keypair, &self.protocol)
+                    .answer_prompt(&view, &prompt, true, now)
+            };
+            self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, false, now);
+        }
+        Ok(())
+    }
+}
