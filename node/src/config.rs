@@ -108,6 +108,15 @@ pub struct NodeConfig {
     pub idle_connection_timeout: u64,
     /// Most connections from other devices at once.
     pub max_incoming_connections: u32,
+    /// Frames one device may send this node per second, on average (per-peer rate limit).
+    pub frames_per_second: u32,
+    /// Frames one device may send in a burst above that rate.
+    pub frame_burst: u32,
+    /// Pairing requests one device may send per hour, on average, so no one on the LAN can
+    /// wear a user down with prompts.
+    pub pairing_requests_per_hour: u32,
+    /// Pairing requests one device may send in a burst above that rate.
+    pub pairing_request_burst: u32,
     /// Offer proxy pairing (`/vouchnet/proxy-pair/1`). Off, this node behaves as one built
     /// before proxy pairing: it neither vouches nor answers vouches, and vouchers record it
     /// as `Rejected(Unsupported)`. Direct pairing is unaffected.
@@ -178,6 +187,10 @@ impl Default for NodeConfig {
             api_allow_remote: false,
             idle_connection_timeout: 30,
             max_incoming_connections: 128,
+            frames_per_second: 8,
+            frame_burst: 32,
+            pairing_requests_per_hour: 360,
+            pairing_request_burst: 3,
             proxy_pairing: true,
             on_voucher_removed: OnVoucherRemoved::Review,
         }
@@ -252,6 +265,19 @@ impl NodeConfig {
         positive("queue_retention", self.queue_retention)?;
         positive("key_proof_timeout", self.key_proof_timeout)?;
         positive("idle_connection_timeout", self.idle_connection_timeout)?;
+        for (key, value) in [
+            ("frames_per_second", self.frames_per_second),
+            ("frame_burst", self.frame_burst),
+            ("pairing_requests_per_hour", self.pairing_requests_per_hour),
+            ("pairing_request_burst", self.pairing_request_burst),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
         if self.max_pending_prompts == 0 {
             return Err(ConfigError::OutOfRange {
                 key: "max_pending_prompts",
@@ -373,6 +399,11 @@ peers = []
 mdns = {mdns}
 idle_connection_timeout = {ict}
 max_incoming_connections = {mic}
+# Per-device rate limits: frames per second (and burst), pairing requests per hour (and burst).
+frames_per_second = {fps}
+frame_burst = {fb}
+pairing_requests_per_hour = {prph}
+pairing_request_burst = {prb}
 
 # Control API: loopback only unless api_allow_remote = true.
 api = "{api}"
@@ -402,6 +433,10 @@ on_voucher_removed = "{ovr}"
         mdns = d.mdns,
         ict = d.idle_connection_timeout,
         mic = d.max_incoming_connections,
+        fps = d.frames_per_second,
+        fb = d.frame_burst,
+        prph = d.pairing_requests_per_hour,
+        prb = d.pairing_request_burst,
         api = d.api,
         aar = d.api_allow_remote,
         pp = d.proxy_pairing,
@@ -466,6 +501,18 @@ pub struct ConfigOverrides {
     /// Override `max_incoming_connections`.
     #[arg(long, value_name = "N")]
     pub max_incoming_connections: Option<u32>,
+    /// Override `frames_per_second`.
+    #[arg(long, value_name = "N")]
+    pub frames_per_second: Option<u32>,
+    /// Override `frame_burst`.
+    #[arg(long, value_name = "N")]
+    pub frame_burst: Option<u32>,
+    /// Override `pairing_requests_per_hour`.
+    #[arg(long, value_name = "N")]
+    pub pairing_requests_per_hour: Option<u32>,
+    /// Override `pairing_request_burst`.
+    #[arg(long, value_name = "N")]
+    pub pairing_request_burst: Option<u32>,
     /// Allow the control API on a non-loopback address (`api_allow_remote = true`).
     #[arg(long)]
     pub api_allow_remote: bool,
@@ -506,6 +553,10 @@ impl NodeConfig {
             key_proof_timeout,
             idle_connection_timeout,
             max_incoming_connections,
+            frames_per_second,
+            frame_burst,
+            pairing_requests_per_hour,
+            pairing_request_burst,
             proxy_pairing,
             on_voucher_removed
         );

@@ -76,12 +76,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// [`EventLoop::run`]).
 const DRAIN_MAX: usize = 64;
 
-/// Inbound frames per peer: burst, then per second.
-const FRAME_BURST: u32 = 32;
-const FRAME_RATE: f64 = 8.0;
-/// Inbound pairing requests per peer: burst, then per second.
-const PAIR_REQUEST_BURST: u32 = 3;
-const PAIR_REQUEST_RATE: f64 = 0.1;
 /// Peers whose rate-limit state is kept.
 const RATE_LIMIT_PEERS: usize = 4096;
 
@@ -181,6 +175,21 @@ pub struct LoopOptions {
     pub peers: Vec<Multiaddr>,
     /// First redial delay, and the longest.
     pub redial: (Duration, Duration),
+    /// Per-peer limits: frames (burst, per second) and pairing requests (burst, per second).
+    pub rate_limits: RateLimits,
+}
+
+/// Per-peer rate limits, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Frames any one device may send in a burst.
+    pub frame_burst: u32,
+    /// Frames any one device may send per second, on average.
+    pub frames_per_second: f64,
+    /// Pairing requests any one device may send in a burst.
+    pub pairing_burst: u32,
+    /// Pairing requests any one device may send per second, on average.
+    pub pairings_per_second: f64,
 }
 
 /// The event loop. Build with [`EventLoop::new`], then `tokio::spawn(event_loop.run())`.
@@ -349,8 +358,16 @@ impl EventLoop {
             redial: Redial::new(opts.redial.0, opts.redial.1),
             addrbook,
             outbox: Outbox::new(OUTBOX_PER_DEVICE),
-            frame_limiter: RateLimiter::new(FRAME_BURST, FRAME_RATE, RATE_LIMIT_PEERS),
-            pair_limiter: RateLimiter::new(PAIR_REQUEST_BURST, PAIR_REQUEST_RATE, RATE_LIMIT_PEERS),
+            frame_limiter: RateLimiter::new(
+                opts.rate_limits.frame_burst,
+                opts.rate_limits.frames_per_second,
+                RATE_LIMIT_PEERS,
+            ),
+            pair_limiter: RateLimiter::new(
+                opts.rate_limits.pairing_burst,
+                opts.rate_limits.pairings_per_second,
+                RATE_LIMIT_PEERS,
+            ),
             nearby: BTreeMap::new(),
             dialed: BTreeMap::new(),
             announced: BTreeMap::new(),

@@ -203,6 +203,12 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
             key_proof_timeout: Duration::from_secs(config.key_proof_timeout),
             peers,
             redial: (REDIAL_BASE, REDIAL_MAX),
+            rate_limits: crate::event_loop::RateLimits {
+                frame_burst: config.frame_burst,
+                frames_per_second: f64::from(config.frames_per_second),
+                pairing_burst: config.pairing_request_burst,
+                pairings_per_second: f64::from(config.pairing_requests_per_hour) / 3600.0,
+            },
         },
     )?;
     let task = tokio::spawn(event_loop.run());
