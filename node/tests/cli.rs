@@ -2,53 +2,12 @@
 //! directories, driven only through the CLI — exactly as a script pairs two devices.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vouchnet");
-const STEP: Duration = Duration::from_secs(30);
+mod cli_support;
 
-fn vouchnet(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("vouchnet runs")
-}
-
-/// Runs a command that must succeed with `--json`, and parses its output.
-fn json(dir: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = vouchnet(dir, &all);
-    assert!(
-        out.status.success(),
-        "vouchnet {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "vouchnet {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// Polls `f` until it returns `Some`, within [`STEP`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < STEP, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use cli_support::{eventually, json, vouchnet, BIN};
 
 /// A `vouchnet run` process, stopped with SIGTERM when dropped.
 struct Node {
@@ -247,5 +206,19 @@ fn the_demo_runs_to_the_end() {
         text.contains("The codes differ, so the laptop refuses"),
         "{text}"
     );
-    assert!(text.contains("Verified: intact"), "{text}");
+    for step in [
+        "The desk accepts on its own",
+        "The tablet is off: its vouch waits in the laptop's queue",
+        "The tv asks its user",
+        "The tablet comes back and gets the vouch from the queue",
+        "One direct pairing, four trusted devices",
+        "The tv reads: \"hello from the phone\"",
+        "Verified: intact",
+    ] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
+    assert_eq!(
+        text.matches(" proxied (vouched for by the laptop)").count(),
+        3
+    );
 }
