@@ -8,7 +8,8 @@ use libp2p::request_response::OutboundFailure;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use vouchnet_node::network::codec::{WireFrame, PROXY_PAIR_PROTOCOL};
 use vouchnet_protocol::messages::{
-    Ack, DisplayName, ErrorCode, ErrorReply, KeyProofChallenge, PairingRequest, PAIRING_METHOD,
+    Ack, CancelReason, DisplayName, ErrorCode, ErrorReply, KeyProofChallenge, PairingCancel,
+    PairingConfirm, PairingRequest, PairingReveal, PAIRING_METHOD,
 };
 use vouchnet_protocol::{Frame, Limits, Message, TxId};
 
@@ -177,4 +178,122 @@ async fn a_node_without_proxy_pairing_does_not_offer_its_protocol() {
         "{:?}",
         outcomes[0]
     );
+}
+
+/// The process's resident memory, from /proc (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Truncated frames, 10,000 nested arrays and a declared length of 2^64 are each refused as
+/// malformed over the network, the connection keeps serving, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_deeply_nested_frames_are_refused_and_the_node_carries_on() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let valid = pairing_request(&mut rng);
+    let bytes = valid.as_bytes().to_vec();
+    let mut nested = vec![0x81u8; 10_000];
+    nested.push(0x00);
+    let mut huge = vec![0xa2, 0x61, b'v', 0x01, 0x63, b'm', b's', b'g'];
+    huge.extend_from_slice(&[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let outcomes = raw_send(
+        &mut s,
+        &b.addr(),
+        vec![
+            WireFrame::raw(bytes[..bytes.len() / 2].to_vec()),
+            WireFrame::raw(bytes[..1].to_vec()),
+            WireFrame::raw(nested),
+            WireFrame::raw(huge),
+        ],
+    )
+    .await;
+    for o in &outcomes {
+        assert_eq!(error_code(o), Some(&ErrorCode::Malformed), "{o:?}");
+    }
+    assert!(b.pairings().await.is_empty());
+    assert!(b.devices().await.is_empty());
+    // The same connection is still served.
+    let outcomes = raw_send(&mut s, &b.addr(), vec![valid]).await;
+    assert!(is_ack(&outcomes[0]), "{outcomes:?}");
+    assert_eq!(b.pairings().await.len(), 1);
+}
+
+/// Pairing messages out of order (a reveal or a confirmation with no pairing, a cancel for
+/// a transaction nobody started) are acknowledged at the transport but change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_pairing_messages_change_nothing() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let tx = TxId([9; 16]);
+    let outcomes = raw_send(
+        &mut s,
+        &b.addr(),
+        vec![
+            frame(Message::PairingReveal(PairingReveal {
+                tx_id: tx,
+                ephemeral: [3; 32],
+                nonce: [4; 32],
+            })),
+            frame(Message::PairingConfirm(PairingConfirm {
+                tx_id: tx,
+                mac: [5; 32],
+            })),
+            frame(Message::PairingCancel(PairingCancel {
+                tx_id: tx,
+                reason: CancelReason::UserRejected,
+            })),
+        ],
+    )
+    .await;
+    assert_eq!(outcomes.len(), 3);
+    // The transport acknowledges each frame (it reached the pairing machine, which
+    // refused it without a state change: UnknownTransaction); no error reply leaks state.
+    for o in &outcomes {
+        assert!(is_ack(o), "{o:?}");
+    }
+    assert!(b.pairings().await.is_empty());
+    assert!(b.devices().await.is_empty());
+    // An honest pairing still works afterwards.
+    let a = TestNode::start("laptop").await;
+    pair(&a, &b).await;
+    wait_online(&b, a.id(), true).await;
+}
+
+/// 2,000 pairing requests from 100 fresh PeerIds leave memory bounded: the node keeps at
+/// most its cap of pending pairings, and its resident memory grows by a bounded amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sustained_flood_keeps_state_and_memory_bounded() {
+    let cap = 8;
+    let b = TestNode::start_with(vouchnet_node::NodeConfig {
+        max_pending_prompts: cap,
+        ..config("phone")
+    })
+    .await;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+    // Warm up, so allocator growth of the first connections is not counted.
+    let mut warm = raw_swarm(PAIR);
+    raw_send(&mut warm, &b.addr(), vec![pairing_request(&mut rng)]).await;
+    let before = rss_kib();
+    for _ in 0..100 {
+        let mut s = raw_swarm(PAIR);
+        let frames = (0..20).map(|_| pairing_request(&mut rng)).collect();
+        let outcomes = raw_send(&mut s, &b.addr(), frames).await;
+        assert_eq!(outcomes.len(), 20);
+        assert!(b.pairings().await.len() <= cap);
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(b.pairings().await.len() <= cap);
+    // Each flooder's swarm lives in this test process too; the bound is loose on purpose
+    // but catches state that grows with every request (2,000 requests).
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
