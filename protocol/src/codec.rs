@@ -22,7 +22,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_frame: 64 * 1024, max_depth: 16 }
+        Limits {
+            max_frame: 64 * 1024,
+            max_depth: 16,
+        }
     }
 }
 
@@ -94,7 +97,10 @@ pub(crate) fn check_bounds(bytes: &[u8], limits: &Limits) -> Result<(), DecodeEr
         return Err(DecodeError::Empty);
     }
     if bytes.len() > limits.max_frame {
-        return Err(DecodeError::TooLarge { len: bytes.len(), max: limits.max_frame });
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: limits.max_frame,
+        });
     }
     crate::wellformed::check(bytes, limits.max_depth)
 }
@@ -103,6 +109,7 @@ pub(crate) fn check_bounds(bytes: &[u8], limits: &Limits) -> Result<(), DecodeEr
 pub(crate) fn decode_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut de = serde_cbor::Deserializer::from_slice(bytes);
     let value = T::deserialize(&mut de).map_err(|e| DecodeError::Schema(e.to_string()))?;
-    de.end().map_err(|_| DecodeError::TrailingBytes { extra: 1 })?;
+    de.end()
+        .map_err(|_| DecodeError::TrailingBytes { extra: 1 })?;
     Ok(value)
 }

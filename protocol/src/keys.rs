@@ -81,7 +81,8 @@ fn hmac_verify(key: &[u8], parts: &[&[u8]], mac: &[u8; 32]) -> bool {
 
 fn hkdf_expand(prk: &hkdf::Hkdf<Sha256>, label: &str) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);
-    prk.expand(label.as_bytes(), &mut out[..]).expect("32 bytes is a valid HKDF length");
+    prk.expand(label.as_bytes(), &mut out[..])
+        .expect("32 bytes is a valid HKDF length");
     out
 }
 
@@ -113,7 +114,9 @@ impl Ephemeral {
 
     /// The shared secret with `their_public`; refuses a non-contributory (all-zero) result.
     pub fn agree(&self, their_public: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, KeyOpError> {
-        let shared = self.secret.diffie_hellman(&x25519_dalek::PublicKey::from(*their_public));
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*their_public));
         if !shared.was_contributory() {
             return Err(KeyOpError::NonContributory);
         }
@@ -123,7 +126,9 @@ impl Ephemeral {
 
 impl core::fmt::Debug for Ephemeral {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Ephemeral").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("Ephemeral")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -247,7 +252,11 @@ impl PairingKeys {
     pub fn confirm_mac(&self, role: Role) -> [u8; 32] {
         hmac(
             &self.confirm_key[..],
-            &[LABEL_CONFIRM_MAC.as_bytes(), &[role.byte()], &self.transcript],
+            &[
+                LABEL_CONFIRM_MAC.as_bytes(),
+                &[role.byte()],
+                &self.transcript,
+            ],
         )
     }
 
@@ -255,7 +264,11 @@ impl PairingKeys {
     pub fn verify_confirm_mac(&self, role: Role, mac: &[u8; 32]) -> bool {
         hmac_verify(
             &self.confirm_key[..],
-            &[LABEL_CONFIRM_MAC.as_bytes(), &[role.byte()], &self.transcript],
+            &[
+                LABEL_CONFIRM_MAC.as_bytes(),
+                &[role.byte()],
+                &self.transcript,
+            ],
             mac,
         )
     }
@@ -316,7 +329,8 @@ pub fn derive_proxied_key(
     let info = proxy_context(LABEL_PROXIED_KEY, session, voucher, target, vouchee);
     let prk = hkdf::Hkdf::<Sha256>::new(Some(&session.0), voucher_vouchee_key.expose());
     let mut out = Zeroizing::new([0u8; 32]);
-    prk.expand(&info, &mut out[..]).expect("32 bytes is a valid HKDF length");
+    prk.expand(&info, &mut out[..])
+        .expect("32 bytes is a valid HKDF length");
     SymmetricKey::from_bytes(*out)
 }
 
@@ -336,7 +350,13 @@ pub fn seal_proxied_key(
     rng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new(voucher_target_key.expose().into());
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: proxied.expose(), aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: proxied.expose(),
+                aad: &aad,
+            },
+        )
         .expect("in-memory AEAD encryption cannot fail");
     let ciphertext: [u8; 48] = ct.as_slice().try_into().expect("32-byte key + 16-byte tag");
     SealedKey { nonce, ciphertext }
@@ -355,10 +375,19 @@ pub fn open_proxied_key(
     let cipher = XChaCha20Poly1305::new(voucher_target_key.expose().into());
     let pt = Zeroizing::new(
         cipher
-            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| KeyOpError::OpenFailed)?,
     );
-    let key: [u8; 32] = pt.as_slice().try_into().map_err(|_| KeyOpError::OpenFailed)?;
+    let key: [u8; 32] = pt
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyOpError::OpenFailed)?;
     Ok(SymmetricKey::from_bytes(key))
 }
 
@@ -385,7 +414,13 @@ pub fn seal_text(
     rng.fill_bytes(&mut nonce);
     let cipher = XChaCha20Poly1305::new(key.expose().into());
     let ciphertext = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: text.as_bytes(), aad: &text_aad(from, to) })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: text.as_bytes(),
+                aad: &text_aad(from, to),
+            },
+        )
         .expect("in-memory AEAD encryption cannot fail");
     Ok(crate::messages::SealedText { nonce, ciphertext })
 }
@@ -404,7 +439,10 @@ pub fn open_text(
     let pt = cipher
         .decrypt(
             XNonce::from_slice(&sealed.nonce),
-            Payload { msg: &sealed.ciphertext, aad: &text_aad(from, to) },
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: &text_aad(from, to),
+            },
         )
         .map_err(|_| KeyOpError::OpenFailed)?;
     String::from_utf8(pt).map_err(|_| KeyOpError::OpenFailed)
@@ -434,12 +472,24 @@ pub fn rekey_transcript(
 
 /// MAC of one side of a rekey, under the key being replaced (proves the pair relationship).
 pub fn rekey_mac(current: &SymmetricKey, role: Role, transcript: &[u8]) -> [u8; 32] {
-    hmac(current.expose(), &[LABEL_REKEY_MAC.as_bytes(), &[role.byte()], transcript])
+    hmac(
+        current.expose(),
+        &[LABEL_REKEY_MAC.as_bytes(), &[role.byte()], transcript],
+    )
 }
 
 /// Checks the peer's rekey MAC in constant time.
-pub fn verify_rekey_mac(current: &SymmetricKey, role: Role, transcript: &[u8], mac: &[u8; 32]) -> bool {
-    hmac_verify(current.expose(), &[LABEL_REKEY_MAC.as_bytes(), &[role.byte()], transcript], mac)
+pub fn verify_rekey_mac(
+    current: &SymmetricKey,
+    role: Role,
+    transcript: &[u8],
+    mac: &[u8; 32],
+) -> bool {
+    hmac_verify(
+        current.expose(),
+        &[LABEL_REKEY_MAC.as_bytes(), &[role.byte()], transcript],
+        mac,
+    )
 }
 
 /// The replacement key: HKDF over the fresh X25519 result only (salted with the transcript

@@ -41,10 +41,14 @@ impl DisplayName {
     pub fn new(name: impl Into<String>) -> Result<Self, DecodeError> {
         let name = name.into();
         if name.len() > MAX_NAME_LEN {
-            return Err(DecodeError::Schema(format!("display name longer than {MAX_NAME_LEN} bytes")));
+            return Err(DecodeError::Schema(format!(
+                "display name longer than {MAX_NAME_LEN} bytes"
+            )));
         }
         if name.chars().any(char::is_control) {
-            return Err(DecodeError::Schema("display name contains control characters".into()));
+            return Err(DecodeError::Schema(
+                "display name contains control characters".into(),
+            ));
         }
         Ok(DisplayName(name))
     }
@@ -80,7 +84,10 @@ struct VersionProbe {
 impl Frame {
     /// A frame of the current version.
     pub fn new(msg: Message) -> Self {
-        Frame { v: PROTOCOL_VERSION, msg }
+        Frame {
+            v: PROTOCOL_VERSION,
+            msg,
+        }
     }
 
     /// Encodes the frame.

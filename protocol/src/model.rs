@@ -104,7 +104,10 @@ pub enum VouchStatus {
 impl VouchStatus {
     /// Accepted, Rejected and Expired are final.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, VouchStatus::Accepted { .. } | VouchStatus::Rejected { .. } | VouchStatus::Expired)
+        matches!(
+            self,
+            VouchStatus::Accepted { .. } | VouchStatus::Rejected { .. } | VouchStatus::Expired
+        )
     }
 }
 

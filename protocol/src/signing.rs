@@ -83,7 +83,11 @@ impl<T: SignedPayload> Signed<T> {
     pub fn sign(key: &DeviceKeypair, payload: &T) -> Self {
         let body = codec::encode(payload);
         let signature = sign_bytes(key, T::TAG, &body).to_vec();
-        Signed { body, signature, _kind: PhantomData }
+        Signed {
+            body,
+            signature,
+            _kind: PhantomData,
+        }
     }
 
     /// Checks the signature over the received bytes, then decodes them.
@@ -116,13 +120,21 @@ impl<T: SignedPayload> Signed<T> {
 
     /// Rebuilds from stored parts (e.g. an audit entry). Nothing is checked here.
     pub fn from_parts(body: Vec<u8>, signature: Vec<u8>) -> Self {
-        Signed { body, signature, _kind: PhantomData }
+        Signed {
+            body,
+            signature,
+            _kind: PhantomData,
+        }
     }
 }
 
 impl<T> Clone for Signed<T> {
     fn clone(&self) -> Self {
-        Signed { body: self.body.clone(), signature: self.signature.clone(), _kind: PhantomData }
+        Signed {
+            body: self.body.clone(),
+            signature: self.signature.clone(),
+            _kind: PhantomData,
+        }
     }
 }
 
@@ -152,7 +164,11 @@ struct SignedWire {
 
 impl<T> Serialize for Signed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SignedWire { body: self.body.clone(), sig: self.signature.clone() }.serialize(s)
+        SignedWire {
+            body: self.body.clone(),
+            sig: self.signature.clone(),
+        }
+        .serialize(s)
     }
 }
 
@@ -165,6 +181,10 @@ impl<'de, T> Deserialize<'de> for Signed<T> {
                 w.sig.len()
             )));
         }
-        Ok(Signed { body: w.body, signature: w.sig, _kind: PhantomData })
+        Ok(Signed {
+            body: w.body,
+            signature: w.sig,
+            _kind: PhantomData,
+        })
     }
 }

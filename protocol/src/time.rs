@@ -8,7 +8,9 @@ use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC. Encoded on the wire as an unsigned integer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 

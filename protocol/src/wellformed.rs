@@ -62,7 +62,9 @@ pub(crate) fn check(bytes: &[u8], max_depth: usize) -> Result<(), DecodeError> {
         }
     }
     if pos != bytes.len() {
-        return Err(DecodeError::TrailingBytes { extra: bytes.len() - pos });
+        return Err(DecodeError::TrailingBytes {
+            extra: bytes.len() - pos,
+        });
     }
     Ok(())
 }
@@ -84,12 +86,18 @@ fn read_head(bytes: &[u8], pos: &mut usize) -> Result<(u8, u64), DecodeError> {
         }
         _ => {
             // 28..=30 are reserved, 31 is indefinite length (or "break").
-            return Err(DecodeError::UnsupportedItem { major, info: u64::from(info) });
+            return Err(DecodeError::UnsupportedItem {
+                major,
+                info: u64::from(info),
+            });
         }
     };
     if major == 7 && info >= 24 {
         // Floats and extended simple values.
-        return Err(DecodeError::UnsupportedItem { major, info: u64::from(info) });
+        return Err(DecodeError::UnsupportedItem {
+            major,
+            info: u64::from(info),
+        });
     }
     Ok((major, arg))
 }
@@ -126,15 +134,27 @@ mod tests {
 
     #[test]
     fn refuses_trailing_bytes_and_empty_input() {
-        assert_eq!(check(&[0x01, 0x02], 8), Err(DecodeError::TrailingBytes { extra: 1 }));
+        assert_eq!(
+            check(&[0x01, 0x02], 8),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        );
         assert_eq!(check(&[], 8), Err(DecodeError::Truncated));
     }
 
     #[test]
     fn refuses_tags_floats_and_indefinite_items() {
-        assert!(matches!(check(&[0xc1, 0x01], 8), Err(DecodeError::UnsupportedItem { major: 6, .. })));
-        assert!(matches!(check(&[0xfb, 0, 0, 0, 0, 0, 0, 0, 0], 8), Err(DecodeError::UnsupportedItem { major: 7, .. })));
-        assert!(matches!(check(&[0x9f, 0xff], 8), Err(DecodeError::UnsupportedItem { major: 4, info: 31 })));
+        assert!(matches!(
+            check(&[0xc1, 0x01], 8),
+            Err(DecodeError::UnsupportedItem { major: 6, .. })
+        ));
+        assert!(matches!(
+            check(&[0xfb, 0, 0, 0, 0, 0, 0, 0, 0], 8),
+            Err(DecodeError::UnsupportedItem { major: 7, .. })
+        ));
+        assert!(matches!(
+            check(&[0x9f, 0xff], 8),
+            Err(DecodeError::UnsupportedItem { major: 4, info: 31 })
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use vouchnet_protocol::keys::{
     rekey_mac, rekey_transcript, Ephemeral, PairingKeys, PairingTranscript, Role,
 };
 use vouchnet_protocol::messages::{
-    Ack, AcceptedHow, Decision, DisplayName, Frame, Message, PairingRequest, SealedKey,
+    AcceptedHow, Ack, Decision, DisplayName, Frame, Message, PairingRequest, SealedKey,
     VouchCertificate, VouchResponse, PAIRING_METHOD,
 };
 use vouchnet_protocol::secret::SymmetricKey;
@@ -42,9 +42,21 @@ fn generate() -> String {
     out.push_str("# Identities (Ed25519 seed -> public key -> PeerId bytes / base58)\n");
     for (name, kp) in [("A", &voucher), ("B", &vouchee), ("C", &target)] {
         line(&mut out, &format!("{name}.seed"), h(&kp.seed()[..]));
-        line(&mut out, &format!("{name}.public_key"), h(&kp.public().to_bytes()));
-        line(&mut out, &format!("{name}.device_id"), h(&kp.device_id().to_bytes()));
-        line(&mut out, &format!("{name}.device_id_b58"), kp.device_id().to_string());
+        line(
+            &mut out,
+            &format!("{name}.public_key"),
+            h(&kp.public().to_bytes()),
+        );
+        line(
+            &mut out,
+            &format!("{name}.device_id"),
+            h(&kp.device_id().to_bytes()),
+        );
+        line(
+            &mut out,
+            &format!("{name}.device_id_b58"),
+            kp.device_id().to_string(),
+        );
     }
 
     out.push_str("\n# Direct pairing: initiator A, responder B\n");
@@ -78,12 +90,24 @@ fn generate() -> String {
     line(&mut out, "transcript", h(&transcript.bytes()));
     let keys = PairingKeys::derive(&shared, &transcript);
     line(&mut out, "sas", keys.sas_string());
-    line(&mut out, "confirm_mac_initiator", h(&keys.confirm_mac(Role::Initiator)));
-    line(&mut out, "confirm_mac_responder", h(&keys.confirm_mac(Role::Responder)));
+    line(
+        &mut out,
+        "confirm_mac_initiator",
+        h(&keys.confirm_mac(Role::Initiator)),
+    );
+    line(
+        &mut out,
+        "confirm_mac_responder",
+        h(&keys.confirm_mac(Role::Responder)),
+    );
     line(&mut out, "pairing_key", h(keys.pairing_key.expose()));
     let challenge = [0x41u8; 32];
     line(&mut out, "key_proof_challenge", h(&challenge));
-    line(&mut out, "key_proof_mac_B_to_A", h(&key_proof_mac(&keys.pairing_key, &challenge, &b, &a)));
+    line(
+        &mut out,
+        "key_proof_mac_B_to_A",
+        h(&key_proof_mac(&keys.pairing_key, &challenge, &b, &a)),
+    );
 
     out.push_str("\n# Frames\n");
     let req = Frame::new(Message::PairingRequest(PairingRequest {
@@ -93,7 +117,11 @@ fn generate() -> String {
         name: DisplayName::new("laptop").unwrap(),
     }));
     line(&mut out, "frame_pairing_request", h(&req.encode()));
-    line(&mut out, "frame_ack", h(&Frame::new(Message::Ack(Ack {})).encode()));
+    line(
+        &mut out,
+        "frame_ack",
+        h(&Frame::new(Message::Ack(Ack {})).encode()),
+    );
 
     out.push_str("\n# Vouch certificate: A vouches for B to C\n");
     let session = SessionId([0x51; 16]);
@@ -110,10 +138,14 @@ fn generate() -> String {
     };
     let signed = Signed::sign(&voucher, &cert);
     line(&mut out, "vouch_body", h(signed.body()));
-    line(&mut out, "vouch_signing_input", h(&signing_input(
-        vouchnet_protocol::signing::TAG_VOUCH_CERTIFICATE,
-        signed.body(),
-    )));
+    line(
+        &mut out,
+        "vouch_signing_input",
+        h(&signing_input(
+            vouchnet_protocol::signing::TAG_VOUCH_CERTIFICATE,
+            signed.body(),
+        )),
+    );
     line(&mut out, "vouch_signature", h(signed.signature()));
     line(&mut out, "signed_vouch_cbor", h(&encode(&signed)));
     assert_eq!(signed.verify(&voucher.public()), Ok(cert.clone()));
@@ -127,7 +159,9 @@ fn generate() -> String {
         responder: c,
         voucher: a,
         vouchee: b,
-        decision: Decision::Accepted { how: AcceptedHow::Automatic },
+        decision: Decision::Accepted {
+            how: AcceptedHow::Automatic,
+        },
         decided_at: Timestamp::from_millis(1_800_000_000_500),
     };
     let signed_resp = Signed::sign(&target, &resp);
@@ -146,7 +180,10 @@ fn generate() -> String {
     let sealed = fixed_nonce_seal(&ac_key, &proxied, &session, &a, &c, &b);
     line(&mut out, "sealed_nonce", h(&sealed.nonce));
     line(&mut out, "sealed_ciphertext", h(&sealed.ciphertext));
-    assert_eq!(open_proxied_key(&ac_key, &sealed, &session, &a, &c, &b).unwrap(), proxied);
+    assert_eq!(
+        open_proxied_key(&ac_key, &sealed, &session, &a, &c, &b).unwrap(),
+        proxied
+    );
 
     out.push_str("\n# Rekey between C (initiator) and B (responder), replacing the proxied key\n");
     let rk = RekeyId([0x81; 16]);
@@ -155,10 +192,22 @@ fn generate() -> String {
     let (rn_c, rn_b) = ([0x84u8; 32], [0x85u8; 32]);
     let rt = rekey_transcript(&rk, &c, &b, &e_c.public(), &rn_c, &e_b.public(), &rn_b);
     line(&mut out, "rekey_transcript", h(&rt));
-    line(&mut out, "rekey_mac_responder", h(&rekey_mac(&proxied, Role::Responder, &rt)));
-    line(&mut out, "rekey_mac_initiator", h(&rekey_mac(&proxied, Role::Initiator, &rt)));
+    line(
+        &mut out,
+        "rekey_mac_responder",
+        h(&rekey_mac(&proxied, Role::Responder, &rt)),
+    );
+    line(
+        &mut out,
+        "rekey_mac_initiator",
+        h(&rekey_mac(&proxied, Role::Initiator, &rt)),
+    );
     let rs = e_c.agree(&e_b.public()).unwrap();
-    line(&mut out, "rekey_new_key", h(rekey_derive(&rs, &rt).expose()));
+    line(
+        &mut out,
+        "rekey_new_key",
+        h(rekey_derive(&rs, &rt).expose()),
+    );
     out
 }
 
@@ -200,7 +249,9 @@ fn docs_protocol_md_holds_the_current_test_vectors() {
     let block = format!("{BEGIN}\n```text\n{}```\n{END}", generate());
     let path = doc_path();
     let doc = std::fs::read_to_string(&path).expect("docs/protocol.md exists");
-    let start = doc.find(BEGIN).expect("docs/protocol.md has the BEGIN marker");
+    let start = doc
+        .find(BEGIN)
+        .expect("docs/protocol.md has the BEGIN marker");
     let end = doc.find(END).expect("docs/protocol.md has the END marker") + END.len();
     let current = &doc[start..end];
     if std::env::var_os("VOUCHNET_BLESS").is_some() {
@@ -208,7 +259,10 @@ fn docs_protocol_md_holds_the_current_test_vectors() {
         std::fs::write(&path, updated).unwrap();
         return;
     }
-    assert_eq!(current, block, "docs/protocol.md test vectors are stale; see the module docs");
+    assert_eq!(
+        current, block,
+        "docs/protocol.md test vectors are stale; see the module docs"
+    );
 }
 
 #[test]

@@ -175,11 +175,9 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     } else {
         None
     };
-    let ok = auth::presented_token(req.headers(), query_token.as_deref())
-        .is_some_and(|t| {
-            auth::token_matches(t, &state.token)
-                || state.ui.session_valid(t, std::time::Instant::now())
-        });
+    let ok = auth::presented_token(req.headers(), query_token.as_deref()).is_some_and(|t| {
+        auth::token_matches(t, &state.token) || state.ui.session_valid(t, std::time::Instant::now())
+    });
     if !ok {
         return error_response(
             StatusCode::UNAUTHORIZED,
