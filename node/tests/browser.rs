@@ -138,13 +138,27 @@ async fn http(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> HttpResponse {
+    try_http(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("HTTP {method} {path} to {addr}: {e}"))
+}
+
+/// [`http`], returning transport errors instead of failing (for readiness probes of a
+/// server that is still starting and may reset connections).
+async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<HttpResponse, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .expect("HTTP handshake");
+            .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -162,21 +176,21 @@ async fn http(
     let resp = sender
         .send_request(req.body(Full::new(bytes)).expect("request"))
         .await
-        .expect("HTTP request");
+        .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
         .into_body()
         .collect()
         .await
-        .expect("HTTP body")
+        .map_err(|e| format!("body: {e}"))?
         .to_bytes()
         .to_vec();
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -204,9 +218,10 @@ impl ChromeDriver {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         tokio::time::timeout(STEP, async {
             loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    let status = http(addr, "GET", "/status", &[], None).await.json();
-                    if status["value"]["ready"] == true {
+                // A chromedriver that is still starting may accept and then reset a
+                // connection: that is "not ready yet", like a refused connection.
+                if let Ok(resp) = try_http(addr, "GET", "/status", &[], None).await {
+                    if resp.json()["value"]["ready"] == true {
                         return;
                     }
                 }
