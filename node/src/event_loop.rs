@@ -907,7 +907,14 @@ impl EventLoop {
             // data): it cannot prove a key it does not have. Reported now, not at the
             // challenge's timeout.
             self.keyproof.connection_lost(device);
-            self.key_proof_failed(device, "not_paired_on_peer");
+            if self.awaiting_first_contact(&device) {
+                // A device accepted on a vouch, never seen online: it has not yet heard
+                // from its voucher that this device accepted it. Not a failure; it proves
+                // its key when it challenges this device, which then challenges back.
+                tracing::info!(%device, "vouched device does not know of this pairing yet");
+            } else {
+                self.key_proof_failed(device, "not_paired_on_peer");
+            }
         }
         for out in std::iter::once(settled.done).chain(settled.dropped) {
             if is_pairing_message(&out.msg) && !matches!(out.msg, Message::PairingCancel(_)) {
@@ -1112,7 +1119,20 @@ impl EventLoop {
         };
         let answer = self.keyproof.respond(&device, &challenge, &rec.session_key);
         self.send(device, answer, Token::None);
+        // Proof is mutual: a device not yet proven here (for instance a vouched device that
+        // only now learned of this one) is challenged back.
+        if !self.presence.is_online(&device) && !self.keyproof.is_outstanding(&device) {
+            self.challenge(device);
+        }
         ack()
+    }
+
+    /// A proxied device that has never proved its key here: the pairing may be news to it.
+    fn awaiting_first_contact(&self, device: &DeviceId) -> bool {
+        self.paired_record(device).is_some_and(|rec| {
+            rec.pairing_type == vouchnet_protocol::model::PairingType::Proxied
+                && rec.last_seen.is_none()
+        })
     }
 
     fn on_proof(&mut self, device: DeviceId, response: KeyProofResponse) -> WireFrame {
