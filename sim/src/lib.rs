@@ -23,6 +23,11 @@
 //! `ChaCha20Rng` derived from the seed ([`rng`]), every collection that is iterated is
 //! ordered, and nothing reads the wall clock.
 //!
+//! The same scenario files also drive **real nodes** ([`realstack`], `vouchnet-sim real`):
+//! one full node per device — libp2p on loopback TCP, a sled store per data directory — in
+//! this process, in real time (so not reproducible event for event), with the same
+//! invariants checked on what the nodes stored.
+//!
 //! [`PairingManager`]: vouchnet_protocol::pairing::PairingManager
 //! [`Receiver`]: vouchnet_protocol::vouch::Receiver
 //! [`VouchingSession`]: vouchnet_protocol::model::VouchingSession
@@ -35,6 +40,7 @@ pub mod invariants;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod realstack;
 pub mod report;
 pub mod rng;
 pub mod scenario;

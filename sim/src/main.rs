@@ -1,6 +1,9 @@
 //! `vouchnet-sim run sim/scenarios/<file>.toml [--seed N] [--report DIR]`: runs a scenario
 //! deterministically, prints the results table, and writes a report with plots.
 //!
+//! `vouchnet-sim real sim/scenarios/<file>.toml [--seed N] [--nodes N] [--report DIR]`: runs
+//! the same scenario on real nodes in this process (see `vouchnet_sim::realstack`).
+//!
 //! Exit codes: 0 when the run finished with every invariant intact and every `[expect]`
 //! met; 1 when an expectation was not met (or the scenario is invalid); 2 when an
 //! invariant was violated — the seed that reproduces it is printed.
@@ -46,6 +49,33 @@ enum Command {
         #[arg(long)]
         skip_incremental_audit: bool,
     },
+    /// Run a scenario on real nodes: one full node per device (libp2p on loopback TCP, a
+    /// sled store each) in this process, driven through each node's client.
+    Real {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Resize the first group to N devices (one group only; `Scenario::resized`).
+        #[arg(long)]
+        nodes: Option<u32>,
+        /// Write realstack.md into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Longest wait, in seconds, for the nodes to settle after one step.
+        #[arg(long, default_value_t = 60)]
+        settle_timeout: u64,
+        /// Milliseconds without any node event before the clocks jump to the next step.
+        #[arg(long, default_value_t = 300)]
+        quiet_ms: u64,
+        /// Put the nodes' data directories here (default: a temporary directory, removed).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Start even when the plan needs more file descriptors than the limit allows.
+        #[arg(long)]
+        ignore_fd_limit: bool,
+    },
     /// Parse a scenario and print its plan without running it.
     Check {
         /// The scenario file (TOML).
@@ -59,6 +89,28 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { scenario, seed } => check(scenario, seed),
+        Command::Real {
+            scenario,
+            seed,
+            nodes,
+            report,
+            settle_timeout,
+            quiet_ms,
+            work_dir,
+            ignore_fd_limit,
+        } => real(
+            scenario,
+            seed,
+            nodes,
+            report,
+            vouchnet_sim::realstack::RealOptions {
+                settle_timeout: std::time::Duration::from_secs(settle_timeout),
+                quiet: std::time::Duration::from_millis(quiet_ms),
+                work_dir,
+                ignore_fd_limit,
+                progress: None,
+            },
+        ),
         Command::Run {
             scenario,
             seed,
@@ -213,6 +265,110 @@ fn run(
         }
         eprintln!("report written to {}", dir.join("report.md").display());
     }
+    if !mismatches.is_empty() {
+        for m in &mismatches {
+            eprintln!("EXPECTATION NOT MET: {m}");
+        }
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn real(
+    path: PathBuf,
+    seed: Option<u64>,
+    nodes: Option<u32>,
+    report_dir: Option<PathBuf>,
+    mut options: vouchnet_sim::realstack::RealOptions,
+) -> ExitCode {
+    let scenario = match Scenario::load(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let scenario = match nodes {
+        Some(n) if n > 0 => scenario.resized(n),
+        _ => scenario,
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let mut command = format!(
+        "cargo run --release -p vouchnet-sim -- real {} --seed {seed}",
+        path.display()
+    );
+    if let Some(n) = nodes {
+        command.push_str(&format!(" --nodes {n}"));
+    }
+    let plan = match scenario.plan(seed) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "real stack: {} (seed {seed}): {} nodes, {} joins, {} simulated",
+        scenario.name,
+        plan.devices.len(),
+        plan.joins.len(),
+        vouchnet_sim::time::human(scenario.duration.ms())
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} steps  {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let b = bar.clone();
+    let started = Instant::now();
+    options.progress = Some(Box::new(move |done, total, what| {
+        if b.is_hidden() {
+            // No terminal (a log file, CI): one line per step instead of the bar.
+            eprintln!(
+                "[{:>7.1} s] step {done}/{total}: {what}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+        b.set_message(what.to_owned());
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(vouchnet_sim::realstack::run(&plan, options));
+    bar.finish_and_clear();
+    let rep = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", rep.table());
+    if let Some(dir) = report_dir {
+        if let Err(e) = rep.write(&dir, &command) {
+            eprintln!("cannot write the report: {e}");
+            return ExitCode::from(1);
+        }
+        eprintln!("report written to {}", dir.join("realstack.md").display());
+    }
+    if !rep.violations.is_empty() {
+        for v in &rep.violations {
+            eprintln!("INVARIANT VIOLATED: {}: {}", v.invariant, v.detail);
+        }
+        eprintln!("  seed {seed}; reproduce with:\n  {command}");
+        return ExitCode::from(2);
+    }
+    let mismatches = rep.mismatches();
     if !mismatches.is_empty() {
         for m in &mismatches {
             eprintln!("EXPECTATION NOT MET: {m}");
