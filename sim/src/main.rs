@@ -334,6 +334,13 @@ fn real(
         b.set_position(done as u64);
         b.set_message(what.to_owned());
     }));
+    if std::env::var_os("RUST_LOG").is_some() {
+        // The nodes' own logs, for a run that needs explaining.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

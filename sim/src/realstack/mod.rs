@@ -10,9 +10,9 @@
 //!    screen's code (`pair requests`), and each types the *other* screen's code into its
 //!    own device (`pair accept CODE`).
 //! 2. **Vouching**: the device that was joined vouches for the newcomer, to every other
-//!    device it is directly paired with (`vouch --all`, in sessions of at most 64 targets,
-//!    the most one `ProxyPairingComplete` reports), to the targets the scenario chooses, or
-//!    not at all; with `auto_vouch_to_all` the node does it itself.
+//!    device it is directly paired with (`vouch --all`; past the 256 targets one session
+//!    takes, in several sessions), to the targets the scenario chooses, or not at all; with
+//!    `auto_vouch_to_all` the node does it itself.
 //! 3. **Prompts**: with `auto_accept_vouched` off, each target's user answers
 //!    (`proxy accept|reject`) or ignores the prompt, with the scenario's probabilities
 //!    ([`users`]).
@@ -74,8 +74,8 @@ use timeline::StepKind;
 use users::{Answer, Shared};
 use vouchnet_node::clock::Clock;
 use vouchnet_node::{Client, NodeError};
-use vouchnet_protocol::messages::MAX_COMPLETE_ENTRIES;
 use vouchnet_protocol::model::{TrustLevel, VouchStatus, VouchingSession};
+use vouchnet_protocol::session::MAX_SESSION_TARGETS;
 use vouchnet_protocol::{DeviceId, SessionId};
 
 pub use report::RealReport;
@@ -212,6 +212,13 @@ pub struct Notes {
     pub live_violations: Vec<Violation>,
 }
 
+/// How often the stand-in for mDNS announces a device again to a device that trusts it
+/// and is still not connected to it.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// Most devices announced to one device at once (below the node's 32 handshakes in
+/// progress).
+const ANNOUNCE_BURST: usize = 16;
+
 /// A wake-up source for waits: the users' ticks (one per node event) and a deadline.
 struct Wake {
     rx: tokio::sync::watch::Receiver<u64>,
@@ -225,6 +232,14 @@ impl Wake {
             tokio::time::timeout_at(self.deadline, self.rx.changed()).await,
             Ok(Ok(()))
         )
+    }
+
+    /// Waits for the next event of any node or `at_most`; false once the deadline has
+    /// passed.
+    async fn next_or(&mut self, at_most: Duration) -> bool {
+        let until = (tokio::time::Instant::now() + at_most).min(self.deadline);
+        let _ = tokio::time::timeout_at(until, self.rx.changed()).await;
+        tokio::time::Instant::now() < self.deadline
     }
 }
 
@@ -784,12 +799,12 @@ impl Runner<'_> {
         } else {
             let lists: Vec<(Vec<DeviceId>, bool)> = match chosen {
                 Some(t) => t
-                    .chunks(MAX_COMPLETE_ENTRIES)
+                    .chunks(MAX_SESSION_TARGETS)
                     .map(|c| (c.to_vec(), false))
                     .collect(),
-                None if directs.len() <= MAX_COMPLETE_ENTRIES => vec![(Vec::new(), true)],
+                None if directs.len() <= MAX_SESSION_TARGETS => vec![(Vec::new(), true)],
                 None => directs
-                    .chunks(MAX_COMPLETE_ENTRIES)
+                    .chunks(MAX_SESSION_TARGETS)
                     .map(|c| (c.to_vec(), false))
                     .collect(),
             };
@@ -823,9 +838,10 @@ impl Runner<'_> {
     /// when the clocks jump.
     async fn settle(&mut self, label: &str, scope: &BTreeSet<u32>) {
         let mut wake = self.wake();
-        let mut dialed: BTreeSet<(u32, u32)> = BTreeSet::new();
+        let mut dialed: BTreeMap<(u32, u32), Instant> = BTreeMap::new();
         loop {
             let mut pending = self.pending().await;
+            let mut missing_presence = false;
             if pending.is_empty() {
                 let missing = self.presence_pending(scope).await;
                 self.discover(&missing, &mut dialed).await;
@@ -834,6 +850,7 @@ impl Runner<'_> {
                     .into_iter()
                     .filter(|(x, y)| !stuck.contains(&pair(*x, *y)))
                     .collect();
+                missing_presence = !missing.is_empty();
                 pending.extend(missing.iter().map(|(x, y)| {
                     format!("{} does not see {} online", self.name(*x), self.name(*y))
                 }));
@@ -841,7 +858,14 @@ impl Runner<'_> {
             if pending.is_empty() {
                 return;
             }
-            if !wake.next().await {
+            // Waiting for connections, the stand-in for mDNS announces again after
+            // `ANNOUNCE_EVERY` even if nothing happened (a dial that failed raises no event).
+            let woke = if missing_presence {
+                wake.next_or(ANNOUNCE_EVERY).await
+            } else {
+                wake.next().await
+            };
+            if !woke {
                 let mut pending = self.pending().await;
                 let missing: Vec<(u32, u32)> = self
                     .presence_pending(scope)
@@ -866,16 +890,32 @@ impl Runner<'_> {
     }
 
     /// The stand-in for mDNS, which ignores loopback: a device that trusts a running device
-    /// it is not connected to is told its address, once per wait, as a discovery on the LAN
-    /// would (the node then dials it, proves keys, and rekeys a proxied pairing).
-    async fn discover(&mut self, missing: &[(u32, u32)], dialed: &mut BTreeSet<(u32, u32)>) {
+    /// it is not connected to is told its address, as a discovery on the LAN would (the
+    /// node then dials it, proves keys, and rekeys a proxied pairing). A pair is announced
+    /// at most once per [`ANNOUNCE_EVERY`], and at most [`ANNOUNCE_BURST`] devices are sent
+    /// to one device at once: a node accepts only so many handshakes in progress
+    /// (`MAX_PENDING_INCOMING`), and a device that many targets just accepted would
+    /// otherwise refuse most of them.
+    async fn discover(
+        &mut self,
+        missing: &[(u32, u32)],
+        dialed: &mut BTreeMap<(u32, u32), Instant>,
+    ) {
         let mut connected: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+        let mut towards: BTreeMap<u32, usize> = BTreeMap::new();
         for &(x, y) in missing {
-            if dialed.contains(&pair(x, y)) {
+            if dialed
+                .get(&pair(x, y))
+                .is_some_and(|t| t.elapsed() < ANNOUNCE_EVERY)
+            {
+                continue;
+            }
+            let burst = towards.entry(y).or_insert(0);
+            if *burst >= ANNOUNCE_BURST {
                 continue;
             }
             let Some(c) = self.client(x) else { continue };
-            if let std::collections::btree_map::Entry::Vacant(slot) = connected.entry(x) {
+            if let std::collections::btree_map::Entry::Vacant(e) = connected.entry(x) {
                 let list = c
                     .peers()
                     .await
@@ -886,13 +926,14 @@ impl Runner<'_> {
                             .collect()
                     })
                     .unwrap_or_default();
-                slot.insert(list);
+                e.insert(list);
             }
             let y_dev = &self.devices[y as usize];
             if connected[&x].contains(&y_dev.id_str) {
                 continue;
             }
-            dialed.insert(pair(x, y));
+            *burst += 1;
+            dialed.insert(pair(x, y), Instant::now());
             self.discoveries += 1;
             if let Err(e) = c.dial(y_dev.addr()).await {
                 users::debug_note(&format!("dial {} → {}: {e}", self.name(x), y_dev.name));
