@@ -508,16 +508,15 @@ impl EventLoop {
     // Swarm events
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        let proxy_request = matches!(
+        // Proxy-pairing requests and responses may carry targets' answers, which join the
+        // batch; their handlers store the batch first when they are something else.
+        let proxy_message = matches!(
             event,
             SwarmEvent::Behaviour(BehaviourEvent::ProxyPair(
-                request_response::Event::Message {
-                    message: request_response::Message::Request { .. },
-                    ..
-                }
+                request_response::Event::Message { .. }
             ))
         );
-        if !proxy_request {
+        if !proxy_message {
             self.flush_answers();
         }
         match event {
@@ -776,7 +775,7 @@ impl EventLoop {
         let msg = match (proto, frame.msg) {
             // Answers are stored in groups; the acknowledgement follows the write.
             (Proto::ProxyPair, Message::ProxyPairingResponse(r)) => {
-                return self.on_vouch_response(device, r, channel);
+                return self.on_vouch_response(device, r, Some(channel));
             }
             (_, msg) => msg,
         };
@@ -814,39 +813,66 @@ impl EventLoop {
     }
 
     fn on_response(&mut self, proto: Proto, request_id: OutboundRequestId, response: WireFrame) {
-        let refused = match response.decode(&self.limits) {
+        let outcome = match response.decode(&self.limits) {
             Ok(Frame {
                 msg: Message::Ack(_),
                 ..
-            }) => None,
+            }) => Ok(None),
+            // A target's answer to a vouch comes as the vouch's response.
+            Ok(Frame {
+                msg: answer @ (Message::ProxyPairingResponse(_) | Message::ProxyPairingPending(_)),
+                ..
+            }) if proto == Proto::ProxyPair => Ok(Some(answer)),
             Ok(Frame {
                 msg: Message::Error(e),
                 ..
-            }) => Some(Undelivered::Refused(e.code)),
-            Ok(_) => Some(Undelivered::Failed("unexpected response".to_owned())),
-            Err(e) => Some(Undelivered::Failed(format!("undecodable response: {e}"))),
+            }) => Err(Undelivered::Refused(e.code)),
+            Ok(_) => Err(Undelivered::Failed("unexpected response".to_owned())),
+            Err(e) => Err(Undelivered::Failed(format!("undecodable response: {e}"))),
         };
-        match refused {
-            None => {
-                if let Some((settled, next)) = self.outbox_of(proto).acked(request_id) {
-                    let device = settled.device;
-                    match settled.done.token {
-                        Token::Reply(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Token::None => {}
-                        token => self.proxy_delivered(device, token),
-                    }
-                    if let Some(next) = next {
-                        self.dispatch(device, next);
-                    }
-                }
-            }
-            Some(why) => {
+        if !matches!(outcome, Ok(Some(_))) {
+            // Not an answer: whatever it settles may read a session, so the answers
+            // handled before it are stored first.
+            self.flush_answers();
+        }
+        let settled = match outcome {
+            Ok(answer) => self
+                .outbox_of(proto)
+                .acked(request_id)
+                .map(|(settled, next)| (settled, next, answer)),
+            Err(why) => {
                 if let Some(settled) = self.outbox_of(proto).failed(request_id) {
                     self.delivery_failed(settled, why);
                 }
+                return;
             }
+        };
+        let Some((settled, next, answer)) = settled else {
+            return;
+        };
+        let device = settled.device;
+        let asked = matches!(settled.done.token, Token::Vouch { .. });
+        match answer {
+            // Only a vouch asks for an answer; the response came over the connection to
+            // the device the vouch went to, which is who answers.
+            Some(answer) if asked => {
+                self.proxy_delivered(device, settled.done.token);
+                self.on_vouch_answer(device, answer);
+            }
+            Some(_) => {
+                let why = Undelivered::Failed("unexpected response".to_owned());
+                self.delivery_failed(settled, why);
+            }
+            None => match settled.done.token {
+                Token::Reply(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Token::None => {}
+                token => self.proxy_delivered(device, token),
+            },
+        }
+        if let Some(next) = next {
+            self.dispatch(device, next);
         }
     }
 

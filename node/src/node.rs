@@ -80,6 +80,7 @@ pub struct RunningNode {
     pub device_id: DeviceId,
     /// Where it listens (without `/p2p/`), as known when [`start`] returned.
     pub listen_addrs: Vec<Multiaddr>,
+    store: Store,
     task: JoinHandle<()>,
 }
 
@@ -92,6 +93,12 @@ impl RunningNode {
                     &self.device_id,
                 )))
         })
+    }
+
+    /// Counters of the node's store (writes, flushes, time spent writing), for tests and
+    /// benchmarks.
+    pub fn store_metrics(&self) -> vouchnet_storage::StoreMetrics {
+        self.store.metrics()
     }
 
     /// Stops the event loop and waits for it.
@@ -189,7 +196,7 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
         swarm,
         cmd_rx,
         hub.clone(),
-        store,
+        store.clone(),
         addrbook,
         addr_tx,
         LoopOptions {
@@ -227,6 +234,7 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
         client: Client::new(cmd_tx, hub, device_id),
         device_id,
         listen_addrs,
+        store,
         task,
     })
 }

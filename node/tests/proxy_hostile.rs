@@ -74,7 +74,8 @@ fn secs(s: u64) -> std::time::Duration {
     std::time::Duration::from_secs(s)
 }
 
-/// Sends a vouch from `raw` to `t` and returns the decision of the signed answer.
+/// Sends a vouch from `raw` to `t` and returns the decision of the signed answer that comes
+/// back as the response.
 async fn decide(raw: &mut RawPeer, t: &TestNode, req: ProxyPairingRequest) -> Decision {
     let msg = Message::ProxyPairingRequest(req);
     let mut out = raw.send(&t.addr(), msg.clone()).await;
@@ -86,8 +87,15 @@ async fn decide(raw: &mut RawPeer, t: &TestNode, req: ProxyPairingRequest) -> De
     ) {
         out = raw.send(&t.addr(), msg).await;
     }
-    assert!(is_ack(&out), "{out:?}");
-    let (_, response) = raw.next_response().await;
+    // The signed decision is the response to the vouch itself.
+    let RawOutcome::Response(vouchnet_protocol::Frame {
+        msg: Message::ProxyPairingResponse(answer),
+        ..
+    }) = out
+    else {
+        panic!("expected the signed decision as the response, got {out:?}");
+    };
+    let response = answer.response.decode_unverified().unwrap();
     assert_eq!(response.responder, t.id());
     response.decision
 }

@@ -533,4 +533,7 @@ pub enum ErrorCode {
     RateLimited,
     /// The sender is not paired (for messages that need a pairing).
     NotPaired,
+    /// The receiver could not act on the frame now (it could not store its answer, so it
+    /// sent none); nothing changed, and the same frame may be sent again later.
+    Unavailable,
 }

@@ -32,7 +32,7 @@ pub mod voucher;
 use crate::error::NodeError;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
-use vouchnet_protocol::model::VouchingSession;
+use vouchnet_protocol::model::{SessionState, VouchingSession};
 use vouchnet_protocol::rekey::RekeyManager;
 use vouchnet_protocol::vouch::{PendingPrompt, PromptKey, SeenNonce};
 use vouchnet_protocol::{DeviceId, SessionId, SymmetricKey, Timestamp, VouchNonce};
@@ -61,6 +61,9 @@ pub struct ProxyState {
     pub prompts: BTreeMap<PromptKey, OpenPrompt>,
     /// Voucher: the next deadline of each session with vouches in flight.
     session_deadlines: BTreeMap<SessionId, Timestamp>,
+    /// Voucher: the newest Pending session of each vouchee (the one `vouch` starts), so a
+    /// vouch does not decode every stored session to find it.
+    pending_sessions: BTreeMap<DeviceId, (Timestamp, SessionId)>,
     /// Vouchee: the voucher each session's completions come from (the first to send one,
     /// rebuilt from the proofs of the devices stored).
     complete_sessions: BTreeMap<SessionId, DeviceId>,
@@ -85,6 +88,7 @@ impl ProxyState {
         let mut state = ProxyState {
             prompts: BTreeMap::new(),
             session_deadlines: BTreeMap::new(),
+            pending_sessions: BTreeMap::new(),
             complete_sessions: BTreeMap::new(),
             rekey: RekeyManager::new(me, REKEY_TIMEOUT),
             fallback: BTreeMap::new(),
@@ -150,6 +154,27 @@ impl ProxyState {
             Some(at) => self.session_deadlines.insert(session.id, at),
             None => self.session_deadlines.remove(&session.id),
         };
+        if session.state == SessionState::Pending {
+            let newest = self
+                .pending_sessions
+                .get(&session.vouchee)
+                .is_none_or(|(created, _)| *created <= session.created_at);
+            if newest {
+                self.pending_sessions
+                    .insert(session.vouchee, (session.created_at, session.id));
+            }
+        } else if self
+            .pending_sessions
+            .get(&session.vouchee)
+            .is_some_and(|(_, id)| *id == session.id)
+        {
+            self.pending_sessions.remove(&session.vouchee);
+        }
+    }
+
+    /// The newest Pending session for `vouchee`, if any.
+    pub fn pending_session(&self, vouchee: &DeviceId) -> Option<SessionId> {
+        self.pending_sessions.get(vouchee).map(|(_, id)| *id)
     }
 
     /// Sessions whose deadline has come.
@@ -164,6 +189,8 @@ impl ProxyState {
     /// Forgets a session (removed by retention).
     pub fn forget_session(&mut self, id: &SessionId) {
         self.session_deadlines.remove(id);
+        self.pending_sessions
+            .retain(|_, (_, pending)| pending != id);
     }
 
     /// Whether `nonce` belongs to a vouch held by an open prompt.

