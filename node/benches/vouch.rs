@@ -7,7 +7,9 @@
 //!
 //! In one process: a voucher paired directly with 100 targets (auto-accept on), and a fresh
 //! vouchee per measured vouch (a vouch for a device the target already trusts would be
-//! answered from its idempotency record, which is not the path to measure).
+//! answered from its idempotency record, which is not the path to measure). Each device runs
+//! on a thread of its own with its own runtime, as it would on a machine of its own; they
+//! all share this machine's two cores and one disk.
 //!
 //! - **echo**: a sealed text from the voucher to one target, timed until the target's `Ack`
 //!   comes back: one request-response round trip on the connection the vouch uses, with no
@@ -41,7 +43,50 @@ const VOUCH_RUNS: usize = 15;
 const FANOUT_RUNS: usize = 15;
 const STEP: Duration = Duration::from_secs(60);
 
-async fn node(root: &std::path::Path, name: &str) -> RunningNode {
+/// A device running on a thread of its own, with its own runtime, as on a machine of its
+/// own: a device waiting on its disk or busy verifying holds up no other device's tasks,
+/// and the operating system shares the cores among the devices.
+struct Device {
+    node: RunningNode,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for Device {
+    type Target = RunningNode;
+    fn deref(&self) -> &RunningNode {
+        &self.node
+    }
+}
+
+impl Device {
+    async fn shutdown(self) {
+        self.node.shutdown().await;
+        let _ = self.stop.send(());
+    }
+}
+
+async fn node(root: &std::path::Path, name: &str) -> Device {
+    let (root, name) = (root.to_path_buf(), name.to_owned());
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let node = start_node(&root, &name).await;
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let _ = started_tx.send(Device { node, stop });
+                let _ = stopped.await;
+            });
+        })
+        .expect("device thread");
+    started_rx.await.expect("device started")
+}
+
+async fn start_node(root: &std::path::Path, name: &str) -> RunningNode {
     let config = NodeConfig {
         name: name.to_owned(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".to_owned()],
@@ -272,7 +317,7 @@ async fn run() {
                 let vouchee = node(root, &format!("vouchee{next}")).await;
                 next += 1;
                 pair(&vouchee, &voucher).await;
-                let measured = [&voucher, &targets[0]];
+                let measured = [&*voucher, &*targets[0]];
                 let (time_before, count_before) = write_totals(&measured);
                 out.push(vouch(&voucher, &vouchee, &ids[..n]).await);
                 if n == 1 {

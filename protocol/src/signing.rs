@@ -12,6 +12,7 @@ use crate::identity::{DeviceKeypair, DevicePublicKey};
 use core::fmt;
 use core::marker::PhantomData;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
+use std::sync::OnceLock;
 
 /// Context tag of vouch certificates, version 1.
 pub const TAG_VOUCH_CERTIFICATE: &str = "vouchnet/vouch-certificate/v1";
@@ -72,9 +73,16 @@ pub fn verify_bytes(
 }
 
 /// A payload of kind `T`, as signed bytes plus signature.
+///
+/// The bytes cannot change once the value exists (there is no setter), so the value
+/// remembers the key it verified under (or was signed with): checking the same value again,
+/// as the store does before it records a vouch or a response as audit evidence, then costs
+/// no second `verify_strict`. A value decoded from bytes or rebuilt from parts starts
+/// unverified.
 pub struct Signed<T> {
     body: Vec<u8>,
     signature: Vec<u8>,
+    verified_by: OnceLock<[u8; 32]>,
     _kind: PhantomData<fn() -> T>,
 }
 
@@ -86,13 +94,19 @@ impl<T: SignedPayload> Signed<T> {
         Signed {
             body,
             signature,
+            verified_by: OnceLock::from(key.public().to_bytes()),
             _kind: PhantomData,
         }
     }
 
     /// Checks the signature over the received bytes, then decodes them.
     pub fn verify(&self, key: &DevicePublicKey) -> Result<T, SignatureError> {
-        verify_bytes(key, T::TAG, &self.body, &self.signature)?;
+        let key_bytes = key.to_bytes();
+        if self.verified_by.get() != Some(&key_bytes) {
+            verify_bytes(key, T::TAG, &self.body, &self.signature)?;
+            // A value verified under one key and then checked under another keeps the first.
+            let _ = self.verified_by.set(key_bytes);
+        }
         Ok(codec::decode(&self.body, &Limits::default())?)
     }
 
@@ -123,6 +137,7 @@ impl<T: SignedPayload> Signed<T> {
         Signed {
             body,
             signature,
+            verified_by: OnceLock::new(),
             _kind: PhantomData,
         }
     }
@@ -133,6 +148,7 @@ impl<T> Clone for Signed<T> {
         Signed {
             body: self.body.clone(),
             signature: self.signature.clone(),
+            verified_by: self.verified_by.clone(),
             _kind: PhantomData,
         }
     }
@@ -184,7 +200,72 @@ impl<'de, T> Deserialize<'de> for Signed<T> {
         Ok(Signed {
             body: w.body,
             signature: w.sig,
+            verified_by: OnceLock::new(),
             _kind: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{SessionId, VouchNonce};
+    use crate::messages::{Decision, VouchResponse};
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn response(signer: &DeviceKeypair) -> VouchResponse {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let other = DeviceKeypair::generate(&mut rng).device_id();
+        VouchResponse {
+            v: 1,
+            session_id: SessionId::random(&mut rng),
+            voucher: other,
+            vouchee: other,
+            responder: signer.device_id(),
+            vouch_nonce: VouchNonce::random(&mut rng),
+            vouch_digest: [3; 32],
+            decision: Decision::Accepted {
+                how: crate::messages::AcceptedHow::Automatic,
+            },
+            decided_at: crate::Timestamp::from_secs(1_700_000_000),
+        }
+    }
+
+    /// A value remembers only the key it verified under: checking it under any other key
+    /// runs the full verification and fails.
+    #[test]
+    fn a_remembered_check_holds_for_its_key_only() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let signer = DeviceKeypair::generate(&mut rng);
+        let stranger = DeviceKeypair::generate(&mut rng);
+        let signed = Signed::sign(&signer, &response(&signer));
+        assert!(signed.verify(&signer.public()).is_ok());
+        assert_eq!(
+            signed.verify(&stranger.public()).unwrap_err(),
+            SignatureError::Invalid
+        );
+        assert!(signed.clone().verify(&signer.public()).is_ok());
+    }
+
+    /// A value rebuilt from bytes starts unverified: altered bytes fail even though the
+    /// original value was checked.
+    #[test]
+    fn a_value_rebuilt_from_bytes_is_checked_afresh() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let signer = DeviceKeypair::generate(&mut rng);
+        let signed = Signed::sign(&signer, &response(&signer));
+        assert!(signed.verify(&signer.public()).is_ok());
+        let mut body = signed.body().to_vec();
+        let last = body.len() - 1;
+        body[last] ^= 1;
+        let altered: Signed<VouchResponse> = Signed::from_parts(body, signed.signature().to_vec());
+        assert_eq!(
+            altered.verify(&signer.public()).unwrap_err(),
+            SignatureError::Invalid
+        );
+        let decoded: Signed<VouchResponse> =
+            codec::decode(&codec::encode(&signed), &Limits::default()).unwrap();
+        assert!(decoded.verified_by.get().is_none());
+        assert!(decoded.verify(&signer.public()).is_ok());
     }
 }
