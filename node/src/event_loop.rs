@@ -886,7 +886,7 @@ impl EventLoop {
             Err(refused) => {
                 let settled = Settled {
                     device,
-                    done: refused,
+                    done: *refused,
                     dropped: Vec::new(),
                 };
                 let why = Undelivered::Failed("too many messages waiting".to_owned());

@@ -62,12 +62,13 @@ impl<T> Outbox<T> {
 
     /// Queues `out` for `device`. Returns it back if it must be sent now (nothing in
     /// flight to that device); the caller sends it and reports the request id with
-    /// [`Outbox::sent`]. Fails (returning the message) if the device's queue is full.
+    /// [`Outbox::sent`]. Fails (returning the message, boxed: a refusal is rare and the
+    /// message is large) if the device's queue is full.
     pub fn push(
         &mut self,
         device: DeviceId,
         out: Outgoing<T>,
-    ) -> Result<Option<Outgoing<T>>, Outgoing<T>> {
+    ) -> Result<Option<Outgoing<T>>, Box<Outgoing<T>>> {
         let q = self.queues.entry(device).or_insert_with(|| Queue {
             in_flight: None,
             waiting: VecDeque::new(),
@@ -76,7 +77,7 @@ impl<T> Outbox<T> {
             return Ok(Some(out));
         }
         if q.waiting.len() >= self.max_waiting {
-            return Err(out);
+            return Err(Box::new(out));
         }
         q.waiting.push_back(out);
         Ok(None)

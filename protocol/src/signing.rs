@@ -82,7 +82,8 @@ pub fn verify_bytes(
 pub struct Signed<T> {
     body: Vec<u8>,
     signature: Vec<u8>,
-    verified_by: OnceLock<[u8; 32]>,
+    /// Boxed so that every message holding a signed value stays small.
+    verified_by: OnceLock<Box<[u8; 32]>>,
     _kind: PhantomData<fn() -> T>,
 }
 
@@ -94,7 +95,7 @@ impl<T: SignedPayload> Signed<T> {
         Signed {
             body,
             signature,
-            verified_by: OnceLock::from(key.public().to_bytes()),
+            verified_by: OnceLock::from(Box::new(key.public().to_bytes())),
             _kind: PhantomData,
         }
     }
@@ -102,10 +103,10 @@ impl<T: SignedPayload> Signed<T> {
     /// Checks the signature over the received bytes, then decodes them.
     pub fn verify(&self, key: &DevicePublicKey) -> Result<T, SignatureError> {
         let key_bytes = key.to_bytes();
-        if self.verified_by.get() != Some(&key_bytes) {
+        if self.verified_by.get().map(|k| **k) != Some(key_bytes) {
             verify_bytes(key, T::TAG, &self.body, &self.signature)?;
             // A value verified under one key and then checked under another keeps the first.
-            let _ = self.verified_by.set(key_bytes);
+            let _ = self.verified_by.set(Box::new(key_bytes));
         }
         Ok(codec::decode(&self.body, &Limits::default())?)
     }
