@@ -169,6 +169,11 @@ async fn pair(new: &RunningNode, existing: &RunningNode) {
     }
 }
 
+/// CPU time this process (every device, every thread) has used so far.
+fn process_cpu() -> Duration {
+    cpu_time::ProcessTime::now().as_duration()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -305,6 +310,8 @@ async fn run() {
     let mut vouch100 = Vec::new();
     let mut fan10 = Vec::new();
     let mut fan100 = Vec::new();
+    // CPU time of the whole process during each vouch to 100 and fan-out to 100.
+    let (mut vouch100_cpu, mut fan100_cpu) = (Vec::new(), Vec::new());
     let mut next = 0;
     for round in 0..VOUCH_RUNS.max(FANOUT_RUNS) {
         // Interleave the subjects so drift in machine load hits them alike.
@@ -319,7 +326,11 @@ async fn run() {
                 pair(&vouchee, &voucher).await;
                 let measured = [&*voucher, &*targets[0]];
                 let (time_before, count_before) = write_totals(&measured);
+                let cpu = process_cpu();
                 out.push(vouch(&voucher, &vouchee, &ids[..n]).await);
+                if n == TARGETS {
+                    vouch100_cpu.push(process_cpu() - cpu);
+                }
                 if n == 1 {
                     let (time_after, count_after) = write_totals(&measured);
                     vouch1_writes.push(time_after - time_before);
@@ -329,7 +340,11 @@ async fn run() {
             }
             if let Some(fan) = fan {
                 if round < FANOUT_RUNS {
+                    let cpu = process_cpu();
                     fan.push(fan_out(&voucher, &ids[..n]).await);
+                    if n == TARGETS {
+                        fan100_cpu.push(process_cpu() - cpu);
+                    }
                     if n == TARGETS {
                         at_once.push(writes_at_once(&floor_stores, round as u64));
                     }
@@ -383,6 +398,11 @@ async fn run() {
     println!(
         "  vouch to {TARGETS} targets                      {:>9.3} ms",
         ms(v100)
+    );
+    println!(
+        "  CPU time (all devices): vouch to {TARGETS} {:.1} ms, fan-out to {TARGETS} {:.1} ms",
+        ms(median(vouch100_cpu)),
+        ms(median(fan100_cpu))
     );
     println!("\nratios:");
     println!(

@@ -13,6 +13,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use libp2p_identity::PeerId;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use zeroize::Zeroizing;
 
 /// Why a public key or device id was refused.
@@ -43,12 +45,31 @@ pub enum KeyError {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DevicePublicKey(VerifyingKey);
 
+/// Most keys [`DevicePublicKey::from_bytes`] remembers as already validated.
+const VALIDATED_KEYS_MAX: usize = 4096;
+
+/// Keys that passed validation in this process, with their decompressed point.
+///
+/// Every stored device record and every vouch names keys; validating one means decompressing
+/// a curve point (about as costly as half a signature check), and the same few keys are
+/// read again and again. The memo holds only keys that passed every check, so it never
+/// changes an outcome; it is emptied when full, so it stays bounded whatever a peer sends.
+fn validated_keys() -> std::sync::MutexGuard<'static, HashMap<[u8; 32], VerifyingKey>> {
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl DevicePublicKey {
     /// Validates and wraps 32 key bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let arr: &[u8; 32] = bytes
             .try_into()
             .map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        if let Some(vk) = validated_keys().get(arr) {
+            return Ok(DevicePublicKey(*vk));
+        }
         let vk = VerifyingKey::from_bytes(arr).map_err(|_| KeyError::InvalidPoint)?;
         if vk.is_weak() {
             return Err(KeyError::WeakKey);
@@ -57,6 +78,11 @@ impl DevicePublicKey {
         if vk.as_bytes() != arr {
             return Err(KeyError::InvalidPoint);
         }
+        let mut memo = validated_keys();
+        if memo.len() >= VALIDATED_KEYS_MAX {
+            memo.clear();
+        }
+        memo.insert(*arr, vk);
         Ok(DevicePublicKey(vk))
     }
 

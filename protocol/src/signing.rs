@@ -102,13 +102,20 @@ impl<T: SignedPayload> Signed<T> {
 
     /// Checks the signature over the received bytes, then decodes them.
     pub fn verify(&self, key: &DevicePublicKey) -> Result<T, SignatureError> {
+        self.verify_signature(key)?;
+        Ok(codec::decode(&self.body, &Limits::default())?)
+    }
+
+    /// Checks only the signature over the received bytes (for a caller that reads the body
+    /// its own way), remembering success like [`Signed::verify`].
+    pub fn verify_signature(&self, key: &DevicePublicKey) -> Result<(), SignatureError> {
         let key_bytes = key.to_bytes();
         if self.verified_by.get().map(|k| **k) != Some(key_bytes) {
             verify_bytes(key, T::TAG, &self.body, &self.signature)?;
             // A value verified under one key and then checked under another keeps the first.
             let _ = self.verified_by.set(Box::new(key_bytes));
         }
-        Ok(codec::decode(&self.body, &Limits::default())?)
+        Ok(())
     }
 
     /// Decodes the payload *without* checking the signature, to learn who claims to have

@@ -75,7 +75,7 @@ use crate::messages::{
 };
 use crate::model::{KnownDevice, PairingType, TrustLevel, VouchProof};
 use crate::secret::SymmetricKey;
-use crate::signing::{verify_bytes, Signed, SignedPayload};
+use crate::signing::Signed;
 use crate::time::{duration_millis, Timestamp};
 use serde::Deserialize;
 use serde_bytes::ByteBuf;
@@ -435,14 +435,7 @@ impl<'a> Receiver<'a> {
             Err(reason) => return refuse(reason, Keep::Nothing),
         };
         // 3: signature over the exact received bytes, with the key we stored at pairing.
-        if verify_bytes(
-            &voucher.public_key,
-            VouchCertificate::TAG,
-            signed.body(),
-            signed.signature(),
-        )
-        .is_err()
-        {
+        if signed.verify_signature(&voucher.public_key).is_err() {
             return refuse(VouchRejection::BadSignature, Keep::Nothing);
         }
         // 4–5: fresh and not seen before.

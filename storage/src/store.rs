@@ -184,7 +184,10 @@ impl Store {
 
         let config = sled::Config::new()
             .path(&path)
-            .cache_capacity(options.cache_capacity);
+            .cache_capacity(options.cache_capacity)
+            // Every write is flushed before it returns (see `write`), so the engine's own
+            // periodic flusher would only add a thread that wakes twice a second.
+            .flush_every_ms(None);
         let waiting_since = Instant::now();
         let db = loop {
             let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))

@@ -475,7 +475,7 @@ impl EventLoop {
                 return self.answer_channel(channel, ack());
             }
         };
-        tracing::info!(target = %device, "answered the vouch of session {}", session.id);
+        tracing::debug!(target = %device, "answered the vouch of session {}", session.id);
         self.answers.sessions.insert(session.id, session);
         self.answers.answers.push(Answer {
             session: session_id,
