@@ -987,11 +987,20 @@ impl EventLoop {
     }
 
     /// Node-side checks before a `PairingRequest` reaches the machine: the machine keeps no
-    /// records, so the node refuses a peer that is already paired (or blocked), and keeps a
-    /// flood from crowding out honest requests.
+    /// records, so the node refuses a peer the user blocked, and keeps a flood from crowding
+    /// out honest requests.
+    ///
+    /// A request from a device this one still holds (and does not block) is a re-pairing:
+    /// that device lost its side of the pairing (a reset, lost data, or a final
+    /// confirmation that never reached this side before it gave up). Both users confirm the
+    /// code again, and the new pairing replaces the old record; refusing it would leave trust
+    /// one-sided for good, since the side that still holds the record cannot ask.
     fn refuse_pairing_request(&mut self, device: DeviceId) -> Option<CancelReason> {
-        if self.paired_record(&device).is_some() {
-            return Some(CancelReason::Aborted);
+        if let Some(rec) = self.paired_record(&device) {
+            if rec.trust_level == TrustLevel::Blocked {
+                return Some(CancelReason::Aborted);
+            }
+            tracing::info!(%device, "{} asks to pair again", rec.name.as_str());
         }
         if self.pairing.view(&device).is_some() {
             // The machine answers a second request itself (AlreadyInProgress, or the

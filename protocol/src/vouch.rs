@@ -107,6 +107,16 @@ pub trait ReceiverView {
         voucher: &DeviceId,
         vouchee: &DeviceId,
     ) -> Option<Decision>;
+    /// The decision with which this device accepted `vouchee` on a vouch from `voucher`,
+    /// if it holds `vouchee` as a proxied device vouched for by `voucher` (and not
+    /// blocked). A voucher vouches again for a device it vouched for before when it paired
+    /// with it again (the device had lost its side); the same acceptance, signed afresh,
+    /// lets the device learn of this one instead of a refusal that would leave trust
+    /// one-sided. The default knows of none, which answers such a vouch `AlreadyPaired`.
+    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+        let _ = (vouchee, voucher);
+        None
+    }
     /// The deadline of the prompt open under this [`PromptKey`], if any.
     fn open_prompt(
         &self,
@@ -485,6 +495,16 @@ impl<'a> Receiver<'a> {
 
         // 8: idempotency first, then "already paired".
         if let Some(prior) = view.prior_decision(&cert.session_id, &cert.voucher, &cert.vouchee) {
+            let response = self.sign(&cert, digest, prior.clone(), now);
+            return Ok(Verdict {
+                outcome: Outcome::Repeated(prior),
+                reply: respond(response),
+                commit: seen,
+            });
+        }
+        // 8: the same voucher vouched for this vouchee before, and this device accepted it
+        // then: the same acceptance again (see `ReceiverView::accepted_from`).
+        if let Some(prior) = view.accepted_from(&cert.vouchee, &cert.voucher) {
             let response = self.sign(&cert, digest, prior.clone(), now);
             return Ok(Verdict {
                 outcome: Outcome::Repeated(prior),

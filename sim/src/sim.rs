@@ -117,6 +117,9 @@ struct Request {
     sent_at: VTime,
     bytes: Vec<u8>,
     purpose: Purpose,
+    /// What the receiver answered in the response (a target's answer to a vouch), handled
+    /// by the sender when the response arrives; lost with it.
+    answer: Option<Message>,
 }
 
 #[derive(Debug)]
@@ -210,6 +213,8 @@ pub struct Simulation {
     names: Vec<String>,
     ids: HashMap<DeviceId, u32>,
     requests: HashMap<u64, Request>,
+    /// The answer the frame being delivered now gets in its response, if any.
+    answer_in_response: Option<Message>,
     next_req: u64,
     joins: Vec<JoinState>,
     join_by_pair: HashMap<(u32, u32), usize>,
@@ -318,6 +323,7 @@ impl Simulation {
             names,
             ids,
             requests: HashMap::new(),
+            answer_in_response: None,
             next_req: 0,
             joins: plan
                 .joins
@@ -819,8 +825,20 @@ impl Simulation {
             Ev::PairAttempt(j) => self.pair_attempt(j),
             Ev::Deliver(req) => self.deliver(req),
             Ev::Ack(req) => {
-                if let Some(r) = self.requests.remove(&req) {
+                if let Some(mut r) = self.requests.remove(&req) {
+                    let answer = r.answer.take();
+                    let (voucher, target) = (r.from, r.to);
                     self.acked(r);
+                    if let Some(answer) = answer {
+                        ev!(
+                            self,
+                            "{} <- {} {} (response)",
+                            self.names[voucher as usize],
+                            self.names[target as usize],
+                            kind_name(&answer)
+                        );
+                        self.handle_frame(voucher, target, answer);
+                    }
                 }
             }
             Ev::Fail(req, why) => {
@@ -885,6 +903,7 @@ impl Simulation {
                     sent_at: self.now,
                     bytes: Vec::new(),
                     purpose,
+                    answer: None,
                 },
             );
             self.sched.push(self.now, Ev::Fail(req, Why::Unreachable));
@@ -925,6 +944,7 @@ impl Simulation {
                 sent_at: self.now,
                 bytes,
                 purpose,
+                answer: None,
             },
         );
     }
@@ -965,7 +985,18 @@ impl Simulation {
                 );
             }
         }
-        self.metrics.frame("Ack", self.ack_bytes);
+        // A target answers a vouch in the response, as the node does; anything else is
+        // acknowledged with an `Ack`.
+        match self.answer_in_response.take() {
+            Some(answer) => {
+                let len = Frame::new(answer.clone()).encode().len();
+                self.metrics.frame(kind_name(&answer), len);
+                if let Some(r) = self.requests.get_mut(&req) {
+                    r.answer = Some(answer);
+                }
+            }
+            None => self.metrics.frame("Ack", self.ack_bytes),
+        }
         match self.net.ack_transit(self.now) {
             Transit::Lost => {
                 self.metrics.acks_lost += 1;
@@ -1152,12 +1183,18 @@ impl Simulation {
     fn on_pairing_message(&mut self, d: u32, s: u32, msg: Message) {
         let sid = self.devices[s as usize].id;
         if let Message::PairingRequest(req) = &msg {
-            // The node refuses a request from a device it already holds (paired or
-            // blocked) before the machine sees it.
-            if self.devices[d as usize].store.devices.contains_key(&sid) {
+            // The node refuses a request from a device its user blocked before the machine
+            // sees it; one from a device it still holds otherwise is a re-pairing (the
+            // other side lost its record), confirmed by both users like any pairing.
+            let blocked = self.devices[d as usize]
+                .store
+                .devices
+                .get(&sid)
+                .is_some_and(|r| r.known.trust_level == TrustLevel::Blocked);
+            if blocked {
                 ev!(
                     self,
-                    "{} refuses pairing from {}: already paired",
+                    "{} refuses pairing from {}: blocked",
                     self.names[d as usize],
                     self.names[s as usize]
                 );
@@ -1335,12 +1372,15 @@ impl Simulation {
             .devices
             .contains_key(&done.peer)
         {
-            let detail = format!(
-                "{} completed a direct pairing with {}, which it already stores",
-                self.names[x as usize], self.names[p as usize]
+            // A re-pairing (the other side had lost its record): as in the node's store,
+            // the trail shows the old pairing ending before the new one.
+            ev!(
+                self,
+                "{} pairs again with {}",
+                self.names[x as usize],
+                self.names[p as usize]
             );
-            self.violate(Invariant::Once, detail);
-            return;
+            self.audit(x, AuditEvent::Unpaired { device: done.peer });
         }
         if self.ledger.paired(x, p) {
             self.metrics.direct_pairings += 1;
@@ -1986,17 +2026,21 @@ impl Simulation {
             receiver.receive(&view, &sender, req, dev.now(self.now))
         };
         match verdict {
-            Ok(v) => self.apply_verdict(d, s, v, Some(&req.vouch)),
+            Ok(v) => self.apply_verdict(d, s, v, Some(&req.vouch), true),
             Err(e) => ev!(self, "{} cannot read vouch: {e}", self.names[d as usize]),
         }
     }
 
+    /// Applies a target's verdict. `in_response`: the verdict answers a vouch being
+    /// delivered now, so the answer rides on that vouch's response; otherwise (a prompt
+    /// answered or expired later) it is sent as a request of its own.
     fn apply_verdict(
         &mut self,
         d: u32,
         s: u32,
         v: Verdict,
         vouch: Option<&vouchnet_protocol::messages::SignedVouch>,
+        in_response: bool,
     ) {
         let outcome_name = match &v.outcome {
             Outcome::Accepted(how) => format!("Accepted{how:?}"),
@@ -2078,7 +2122,11 @@ impl Simulation {
                 }
             }
         }
-        self.send(d, s, v.reply.into_message(), Purpose::Reply);
+        if in_response {
+            self.answer_in_response = Some(v.reply.into_message());
+        } else {
+            self.send(d, s, v.reply.into_message(), Purpose::Reply);
+        }
     }
 
     fn add_proxied_at_target(
@@ -2213,7 +2261,7 @@ impl Simulation {
                 dev.now(self.now),
             )
         };
-        self.apply_verdict(d, s, verdict, Some(&prompt.vouch));
+        self.apply_verdict(d, s, verdict, Some(&prompt.vouch), false);
     }
 
     // ------------------------------------------------------------------------------------
@@ -2385,7 +2433,7 @@ impl Simulation {
                 let dev = &self.devices[x as usize];
                 Receiver::new(&dev.keypair, &dev.config).expire_prompt(&prompt, now)
             };
-            self.apply_verdict(x, s, verdict, Some(&prompt.vouch));
+            self.apply_verdict(x, s, verdict, Some(&prompt.vouch), false);
         }
         // Finished sessions are deleted after the retention time, once nothing is queued
         // for them.

@@ -179,6 +179,24 @@ impl ReceiverView for View<'_> {
             .get(&(*session, *voucher, *vouchee))
             .map(|(d, _)| d.clone())
     }
+    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+        let r = self.store.devices.get(vouchee)?;
+        if r.known.pairing_type != PairingType::Proxied
+            || r.known.trust_level == TrustLevel::Blocked
+            || r.vouched_by != Some(*voucher)
+        {
+            return None;
+        }
+        match &r.proof {
+            Proof::Target(proof) => proof
+                .response
+                .decode_unverified()
+                .ok()
+                .map(|resp| resp.decision)
+                .filter(|d| matches!(d, Decision::Accepted { .. })),
+            _ => None,
+        }
+    }
     fn open_prompt(
         &self,
         session: &SessionId,

@@ -101,6 +101,25 @@ impl ReceiverView for NodeView<'_> {
         }
     }
 
+    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+        let rec = self.record(vouchee)?;
+        if rec.pairing_type != PairingType::Proxied
+            || rec.trust_level == vouchnet_protocol::model::TrustLevel::Blocked
+            || rec.vouched_by != Some(*voucher)
+        {
+            return None;
+        }
+        match rec.proof {
+            Some(vouchnet_storage::DeviceProof::Vouch(proof)) => proof
+                .response
+                .decode_unverified()
+                .ok()
+                .map(|r| r.decision)
+                .filter(|d| matches!(d, Decision::Accepted { .. })),
+            _ => None,
+        }
+    }
+
     fn open_prompt(
         &self,
         session: &SessionId,

@@ -62,10 +62,21 @@ impl Txn {
 
     /// Stores a completed direct pairing: the device (Direct, Trusted), the audit entry, and
     /// the end of the pairing transaction in flight. A direct pairing is the one thing that
-    /// brings back a tombstoned device, so its tombstone is cleared.
+    /// brings back a tombstoned device, so its tombstone is cleared. Pairing again with a
+    /// device already stored replaces its record, after an `Unpaired` entry for the old one.
     pub fn pair_direct(&self, p: &DirectPairing) -> Result<DeviceRecord, TxError> {
         if p.public_key.device_id() != p.device_id {
             return Err(StoreError::KeyMismatch(KeyError::Mismatch).into());
+        }
+        if self.device(&p.device_id)?.is_some() {
+            // A re-pairing (the other device had lost its side): the trail shows the old
+            // pairing ending before the new one, so no device is ever added twice.
+            self.record_event(
+                p.at,
+                AuditEvent::Unpaired {
+                    device: p.device_id,
+                },
+            )?;
         }
         let record = DeviceRecord {
             device_id: p.device_id,
