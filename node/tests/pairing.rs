@@ -315,3 +315,101 @@ async fn unpairing_forgets_the_device_and_a_new_direct_pairing_brings_it_back() 
     pair(&a, &b).await;
     wait_online(&a, b.id(), true).await;
 }
+
+/// A device that lost its side of a pairing (here its user unpaired it there only, as a
+/// reset or a lost final confirmation would) can ask again: the device that still holds it
+/// shows a code, both users confirm, and the new pairing replaces the old record. The trail
+/// shows the old pairing ending before the new one, and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_lost_its_pairing_can_pair_again_with_both_users_confirming() {
+    let a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    let first = a.devices().await[0].paired_at;
+    b.n().client.unpair(a.id()).await.unwrap();
+
+    b.n()
+        .client
+        .pair_request(a.id(), Some(a.addr()))
+        .await
+        .unwrap();
+    let code_b = b.code_for(a.id()).await;
+    let code_a = a.code_for(b.id()).await;
+    assert_eq!(code_a, code_b);
+    b.n()
+        .client
+        .pair_accept(a.id(), Some(code_a))
+        .await
+        .unwrap();
+    a.n()
+        .client
+        .pair_accept(b.id(), Some(code_b))
+        .await
+        .unwrap();
+    let phone = b.id().to_string();
+    let laptop = a.id().to_string();
+    eventually(|| async {
+        let devices = a.devices().await;
+        (devices.len() == 1 && devices[0].device_id == phone && devices[0].paired_at > first)
+            .then_some(())
+    })
+    .await;
+    eventually(|| async {
+        b.devices()
+            .await
+            .iter()
+            .any(|d| d.device_id == laptop)
+            .then_some(())
+    })
+    .await;
+
+    let trail: Vec<String> = a
+        .n()
+        .client
+        .audit()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| e.contains(&phone))
+        .collect();
+    assert_eq!(trail.len(), 3, "{trail:?}");
+    assert!(trail[0].starts_with("paired directly with"), "{trail:?}");
+    assert_eq!(trail[1], format!("unpaired {phone}"));
+    assert!(trail[2].starts_with("paired directly with"), "{trail:?}");
+    let verified = a.n().client.audit_verify().await.unwrap();
+    assert!(verified.ok, "{:?}", verified.error);
+}
+
+/// A device the user blocked cannot pair again by asking: its request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_device_cannot_pair_again_by_asking() {
+    let a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    a.n()
+        .client
+        .set_trust(b.id(), vouchnet_protocol::model::TrustLevel::Blocked)
+        .await
+        .unwrap();
+    b.n().client.unpair(a.id()).await.unwrap();
+    b.n()
+        .client
+        .pair_request(a.id(), Some(a.addr()))
+        .await
+        .unwrap();
+    // The phone's pairing ends, refused; the laptop never shows a code.
+    let laptop = a.id().to_string();
+    eventually(|| async {
+        b.pairings()
+            .await
+            .iter()
+            .all(|p| p.device_id != laptop)
+            .then_some(())
+    })
+    .await;
+    assert!(a.pairings().await.is_empty());
+    let devices = a.devices().await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].trust_level, "blocked");
+}

@@ -30,6 +30,8 @@ struct MemView {
     decisions: HashMap<(SessionId, DeviceId, DeviceId), Decision>,
     prompts: HashMap<PromptKey, PendingPrompt>,
     other_prompts: usize,
+    /// (vouchee, voucher) → the decision with which this device accepted the vouchee.
+    accepted: HashMap<(DeviceId, DeviceId), Decision>,
 }
 
 impl ReceiverView for MemView {
@@ -69,6 +71,9 @@ impl ReceiverView for MemView {
     }
     fn pending_prompts(&self) -> usize {
         self.other_prompts + self.prompts.len()
+    }
+    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+        self.accepted.get(&(*vouchee, *voucher)).cloned()
     }
 }
 
@@ -713,6 +718,39 @@ fn an_already_paired_vouchee_is_already_paired() {
             ..Commit::default()
         }
     );
+}
+
+/// The voucher paired again with a device it had vouched for (the device had lost its side)
+/// and vouches for it again: a target that accepted it on that voucher's earlier vouch gives
+/// the same acceptance, signed afresh for this vouch, so the device can learn of it.
+#[test]
+fn a_vouchee_accepted_before_from_the_same_voucher_is_accepted_again() {
+    let mut w = World::new();
+    let (eid, vid) = (w.eid(), w.vid());
+    let mut known = direct(&w.e, TrustLevel::Trusted);
+    known.pairing_type = PairingType::Proxied;
+    w.view.devices.insert(eid, known);
+    let before = Decision::Accepted {
+        how: AcceptedHow::UserConfirmed,
+    };
+    w.view.accepted.insert((eid, vid), before.clone());
+    let (cert, req) = w.fresh_request();
+    let v = w.receive(&req, NOW);
+    assert_eq!(v.outcome, Outcome::Repeated(before.clone()));
+    assert_eq!(v.commit.device, None);
+    let response = v.reply.response().expect("a signed response").clone();
+    let r = response
+        .verify(&w.t.public())
+        .expect("signed by the target");
+    assert_eq!(r.decision, before);
+    assert_eq!(r.session_id, cert.session_id);
+    assert_eq!(r.vouch_nonce, cert.nonce);
+    assert_eq!(v.commit.seen_nonce, Some(w.seen(&cert)));
+
+    // Without such an acceptance (another voucher, or none), it is already paired.
+    w.view.accepted.clear();
+    let (_, again) = w.fresh_request();
+    w.assert_rejected(&again, NOW, VouchRejection::AlreadyPaired);
 }
 
 #[test]
