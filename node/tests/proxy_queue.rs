@@ -206,3 +206,41 @@ async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
     assert_eq!(d.pairing_type, "proxied");
     assert_eq!(d.vouched_by, Some(v.id().to_string()));
 }
+
+/// A target's user answers while the voucher is away, so the answer (a request of its own)
+/// cannot be delivered. At the prompt's deadline the voucher does not record a timeout, which
+/// would leave the target trusting the newcomer while the newcomer never hears of it: it
+/// delivers the vouch again, and the target answers with the acceptance it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_while_the_voucher_was_away_is_given_again_on_redelivery() {
+    let quick_prompts = |name: &str| NodeConfig {
+        proxy_prompt_timeout: 2,
+        clock_skew_allowance: 1,
+        vouch_response_timeout: 1,
+        ..fast(name)
+    };
+    let mut v = TestNode::start_with(quick_prompts("voucher")).await;
+    let t = TestNode::start_with(NodeConfig {
+        auto_accept_vouched: false,
+        ..quick_prompts("target")
+    })
+    .await;
+    let e = TestNode::start_with(quick_prompts("newcomer")).await;
+    pair_online(&v, &t).await;
+    pair_online(&e, &v).await;
+    let id = vouch(&v, &e, &[&t]).await;
+    let prompt =
+        eventually(|| async { t.n().client.proxy_requests().await.ok()?.into_iter().next() }).await;
+
+    v.config.listen = vec![listen_addr(&v)];
+    v.stop().await;
+    let answered = t.n().client.confirm_proxy(prompt.id, true).await.unwrap();
+    assert_eq!(answered.decision, "accepted");
+    wait_device(&t, e.id()).await;
+
+    v.restart().await;
+    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
+    wait_device(&e, t.id()).await;
+    assert!(v.n().client.audit_verify().await.unwrap().ok);
+    assert!(t.n().client.audit_verify().await.unwrap().ok);
+}

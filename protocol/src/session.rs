@@ -10,8 +10,9 @@
 //! select_targets ─┬─ online ──► Waiting { deadline: now + vouch_response_timeout }
 //!                 └─ offline ─► Queued ── deliver_queued (signed afresh) ──► Waiting
 //! Waiting ── ProxyPairingPending ──► Waiting { user_prompted, deadline extended }
+//! Waiting { user_prompted } ── deadline reached ──► Queued (asked again)
 //! Waiting ── signed response ──────► Accepted { response } | Rejected { reason, response }
-//! Waiting ── deadline reached ─────► Rejected { Timeout }
+//! Waiting ── deadline reached ─────► Rejected { Timeout }     (never said its user is asked)
 //! Waiting ── send failed ──────────► Queued
 //! Queued ── expired / no retries ──► Expired
 //! any non-final ── unsupported ────► Rejected { Unsupported }
@@ -459,8 +460,16 @@ impl VouchingSession {
         Ok(out)
     }
 
-    /// Waiting targets whose deadline has come (at the deadline itself, not after) become
-    /// `Rejected{Timeout}`; the session may complete.
+    /// Waiting targets whose deadline has come (at the deadline itself, not after) and that
+    /// never said their user was asked become `Rejected{Timeout}`; the session may complete.
+    ///
+    /// A target that said its user was asked (`ProxyPairingPending`) is not given up on:
+    /// its user's answer travels as a request of its own, which is lost if this device was
+    /// unreachable at that moment, and finalising the vouch then would leave the target
+    /// trusting the vouchee while the vouchee never hears of it. Such a target goes back to
+    /// the queue (`Queued`), so the vouch is delivered again, signed afresh; by then the
+    /// target's prompt has been answered or has expired, and it answers with the decision
+    /// it stored (check 8 of the receiver). The queue's retry limit and expiry bound this.
     pub fn handle_timeout<V: VoucherView>(
         &mut self,
         ctx: &VoucherCtx<'_, V>,
@@ -470,17 +479,37 @@ impl VouchingSession {
         if self.state != SessionState::InProgress {
             return out;
         }
-        let mut changed = false;
-        for status in self.targets.values_mut() {
-            if matches!(status, VouchStatus::Waiting { deadline, .. } if *deadline <= now) {
+        let mut finalised = false;
+        for (target, status) in self.targets.iter_mut() {
+            let VouchStatus::Waiting {
+                deadline,
+                user_prompted,
+                ..
+            } = status
+            else {
+                continue;
+            };
+            if *deadline > now {
+                continue;
+            }
+            if *user_prompted {
+                *status = VouchStatus::Queued;
+                out.push(VoucherOutput::Enqueue(queue::new_entry(
+                    self.id,
+                    *target,
+                    QueueKind::Vouch,
+                    now,
+                    &ctx.config.queue,
+                )));
+            } else {
                 *status = VouchStatus::Rejected {
                     reason: VouchRejection::Timeout,
                     response: None,
                 };
-                changed = true;
+                finalised = true;
             }
         }
-        if changed {
+        if finalised {
             self.after_final(ctx, None, now, &mut out);
         }
         out

@@ -14,6 +14,7 @@ use vouchnet_protocol::model::{
     KnownDevice, PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchStatus,
     VouchingSession,
 };
+use vouchnet_protocol::queue;
 use vouchnet_protocol::session::{
     SessionError, VoucherCtx, VoucherOutput, VoucherView, MAX_SESSION_TARGETS,
 };
@@ -1036,6 +1037,46 @@ fn pending_for(f: &Flight, i: usize, deadline: Timestamp) -> ProxyPairingPending
         vouch_nonce: cert.nonce,
         deadline,
     }
+}
+
+/// A target that said its user was asked and then stays silent past its deadline is not
+/// finalised as Timeout: its user's answer may have been lost on the way (it travels as a
+/// request of its own). The vouch goes back to the queue, to be delivered again at the
+/// deadline itself, not a millisecond before; the session stays in progress.
+#[test]
+fn a_prompted_target_silent_past_its_deadline_is_asked_again_through_the_queue() {
+    let mut f = in_flight();
+    let t1 = f.n.tid(0);
+    let target_deadline = after(NOW, 3_600_000);
+    let p = pending_for(&f, 0, target_deadline);
+    f.s.on_pending(&t1, &p, &f.n.cfg, NOW).unwrap();
+    let due = after(target_deadline, 60_000);
+    assert_eq!(
+        f.n.timeout(&mut f.s, due.saturating_sub(Duration::from_millis(1))),
+        vec![]
+    );
+    assert!(matches!(f.s.targets[&t1], VouchStatus::Waiting { .. }));
+    let out = f.n.timeout(&mut f.s, due);
+    assert_eq!(
+        out,
+        vec![VoucherOutput::Enqueue(queue::new_entry(
+            f.s.id,
+            t1,
+            QueueKind::Vouch,
+            due,
+            &f.n.cfg.queue,
+        ))]
+    );
+    assert_eq!(f.s.targets[&t1], VouchStatus::Queued);
+    // The silent T2, never prompted, timed out long before.
+    assert!(matches!(
+        f.s.targets[&f.n.tid(1)],
+        VouchStatus::Rejected {
+            reason: VouchRejection::Timeout,
+            ..
+        }
+    ));
+    assert_eq!(f.s.state, SessionState::InProgress);
 }
 
 #[test]

@@ -129,7 +129,11 @@ struct Child {
 impl Child {
     /// Records an acknowledged step: only called after the store call returned.
     fn ack(&mut self, step: &str, i: u64) {
-        writeln!(self.log, "{step} {i}").expect("log");
+        // One write call for the whole line: `writeln!` on a file issues one per piece, and
+        // a kill between them would leave a fragment that the next run's line continues.
+        self.log
+            .write_all(format!("{step} {i}\n").as_bytes())
+            .expect("log");
         self.log.sync_data().expect("fsync log");
         writeln!(self.out, "{step} {i}").expect("progress");
         self.out.flush().expect("flush progress");
