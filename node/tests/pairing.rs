@@ -328,24 +328,7 @@ async fn a_device_that_lost_its_pairing_can_pair_again_with_both_users_confirmin
     let first = a.devices().await[0].paired_at;
     b.n().client.unpair(a.id()).await.unwrap();
 
-    b.n()
-        .client
-        .pair_request(a.id(), Some(a.addr()))
-        .await
-        .unwrap();
-    let code_b = b.code_for(a.id()).await;
-    let code_a = a.code_for(b.id()).await;
-    assert_eq!(code_a, code_b);
-    b.n()
-        .client
-        .pair_accept(a.id(), Some(code_a))
-        .await
-        .unwrap();
-    a.n()
-        .client
-        .pair_accept(b.id(), Some(code_b))
-        .await
-        .unwrap();
+    confirm_pairing(&b, &a).await;
     let phone = b.id().to_string();
     let laptop = a.id().to_string();
     eventually(|| async {
@@ -372,6 +355,9 @@ async fn a_device_that_lost_its_pairing_can_pair_again_with_both_users_confirmin
         .into_iter()
         .map(|e| e.event)
         .filter(|e| e.contains(&phone))
+        // A key proof the phone could not give while it held no pairing may be recorded
+        // too, depending on timing; the pairing entries are what this test is about.
+        .filter(|e| e.starts_with("paired directly with") || e.starts_with("unpaired"))
         .collect();
     assert_eq!(trail.len(), 3, "{trail:?}");
     assert!(trail[0].starts_with("paired directly with"), "{trail:?}");

@@ -52,6 +52,18 @@ pub struct VouchProof {
     pub response: SignedResponse,
 }
 
+impl VouchProof {
+    /// The decision this device's stored acceptance records, if it is an acceptance (read
+    /// from bytes this device signed and stored itself, so not checked again here).
+    pub fn acceptance(&self) -> Option<crate::messages::Decision> {
+        self.response
+            .decode_unverified()
+            .ok()
+            .map(|r| r.decision)
+            .filter(|d| matches!(d, crate::messages::Decision::Accepted { .. }))
+    }
+}
+
 /// Lifecycle of a vouching session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SessionState {

@@ -188,12 +188,7 @@ impl ReceiverView for View<'_> {
             return None;
         }
         match &r.proof {
-            Proof::Target(proof) => proof
-                .response
-                .decode_unverified()
-                .ok()
-                .map(|resp| resp.decision)
-                .filter(|d| matches!(d, Decision::Accepted { .. })),
+            Proof::Target(proof) => proof.acceptance(),
             _ => None,
         }
     }

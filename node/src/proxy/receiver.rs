@@ -18,8 +18,11 @@
 //! Open prompts are kept in memory: their nonces join the replay cache when the prompt is
 //! answered (so `accept_vouch` records the nonce with the device, as for an automatic
 //! acceptance), and a replay while the prompt is open is refused from the in-memory list.
-//! A restart forgets open prompts; the voucher then sees no answer and, at the deadline the
-//! target announced, records a timeout, and the user can vouch again.
+//! A restart forgets open prompts. Nothing is lost by it: the voucher sees no answer by the
+//! deadline this device announced, and because this device said its user was asked, it
+//! delivers the vouch again (signed afresh) rather than record a timeout; with no decision
+//! stored here, the user is asked again. The same redelivery carries an answer the user gave
+//! while the voucher was unreachable: the decision is stored, and given again.
 
 use super::OpenPrompt;
 use crate::error::NodeError;

@@ -110,12 +110,7 @@ impl ReceiverView for NodeView<'_> {
             return None;
         }
         match rec.proof {
-            Some(vouchnet_storage::DeviceProof::Vouch(proof)) => proof
-                .response
-                .decode_unverified()
-                .ok()
-                .map(|r| r.decision)
-                .filter(|d| matches!(d, Decision::Accepted { .. })),
+            Some(vouchnet_storage::DeviceProof::Vouch(proof)) => proof.acceptance(),
             _ => None,
         }
     }

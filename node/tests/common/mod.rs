@@ -185,6 +185,23 @@ pub fn device_changed(device: DeviceId, online: bool) -> impl Fn(&NodeEvent) -> 
 
 /// Pairs `a` (initiator) and `b`: request, read both codes, each side types the other's.
 pub async fn pair(a: &TestNode, b: &TestNode) {
+    confirm_pairing(a, b).await;
+    for (me, other) in [(a, b), (b, a)] {
+        let id = other.id().to_string();
+        eventually(|| async {
+            me.devices()
+                .await
+                .iter()
+                .any(|d| d.device_id == id)
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+/// `a` asks `b` to pair; both codes are read, checked equal, and each user types the other
+/// screen's code. Returns once both answers are given (the pairing may still be finishing).
+pub async fn confirm_pairing(a: &TestNode, b: &TestNode) {
     a.n()
         .client
         .pair_request(b.id(), Some(b.addr()))
@@ -204,17 +221,6 @@ pub async fn pair(a: &TestNode, b: &TestNode) {
         .pair_accept(a.id(), Some(code_a))
         .await
         .unwrap();
-    for (me, other) in [(a, b), (b, a)] {
-        let id = other.id().to_string();
-        eventually(|| async {
-            me.devices()
-                .await
-                .iter()
-                .any(|d| d.device_id == id)
-                .then_some(())
-        })
-        .await;
-    }
 }
 
 /// Waits until `a` lists `b` with the given online state.
