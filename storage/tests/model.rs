@@ -450,8 +450,10 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
         Op::PairDirect(d) => {
             let rec = store.pair_direct(&direct(*d, now)).expect("pair");
             m.tombstones.remove(&id(*d));
-            m.devices.insert(id(*d), rec);
-            m.audit += 1;
+            // Pairing again with a device still stored (a re-pairing) first records that
+            // the old pairing ended.
+            let again = m.devices.insert(id(*d), rec).is_some();
+            m.audit += if again { 2 } else { 1 };
         }
         Op::SetTrust(d, to) => {
             let got = store.set_trust(&id(*d), *to, now).map_err(reduce);
