@@ -469,6 +469,11 @@ impl EventLoop {
         self.apply_pairing(outputs);
         for device in self.keyproof.handle_timeout(now) {
             self.key_proof_failed(device, "timeout");
+            // A device that did not answer in time may be slow rather than false. Left
+            // connected it would stay offline until the connection happened to drop; closed,
+            // it is redialled and challenged again on a fresh connection, with the redial's
+            // backoff between attempts.
+            let _ = self.swarm.disconnect_peer_id(peer_of(&device));
         }
         for device in self.redial.due(Instant::now()) {
             self.dial_paired(device);

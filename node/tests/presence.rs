@@ -3,6 +3,7 @@
 //! failure is audited and shown.
 
 mod common;
+mod proxy_support;
 
 use common::*;
 use vouchnet_node::events::NodeEvent;
@@ -175,4 +176,42 @@ async fn paired_devices_stay_connected_while_idle_connections_to_strangers_close
             "the paired device went offline: {env:?}"
         );
     }
+}
+
+/// A paired device that never answers the challenge is reported (`timeout`) and its
+/// connection is closed, so that it is challenged again on a fresh connection instead of
+/// staying connected and offline for as long as that connection lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_does_not_answer_the_challenge_in_time_is_disconnected() {
+    let silent = proxy_support::keypair(41);
+    let key = proxy_support::random_key(41);
+    let (dir, node_id) = proxy_support::prepared_dir(&[(&silent, &key, "silent")]);
+    let config = vouchnet_node::NodeConfig {
+        key_proof_timeout: 1,
+        ..proxy_support::fast("laptop")
+    };
+    let a = proxy_support::start_in(dir, config, vouchnet_node::Tuning::default()).await;
+    assert_eq!(a.id(), node_id);
+    let mut events = a.subscribe();
+    // Holding no key, the raw peer acknowledges the challenge but never answers it.
+    let raw = proxy_support::RawPeer::spawn(silent, Vec::new());
+    let hello = vouchnet_protocol::Message::Ack(vouchnet_protocol::messages::Ack {});
+    let _ = raw.send(&a.addr(), hello).await;
+
+    let failed = next_event(
+        &mut events,
+        |e| matches!(e, NodeEvent::KeyProofFailed { reason, .. } if reason == "timeout"),
+    )
+    .await;
+    let NodeEvent::KeyProofFailed { device_id, .. } = &failed.event else {
+        unreachable!()
+    };
+    assert_eq!(device_id, &raw.id.to_string());
+    let raw_id = raw.id.to_string();
+    eventually(|| async {
+        let peers = a.n().client.peers().await.ok()?;
+        (!peers.iter().any(|p| p.device_id == raw_id && p.connected)).then_some(())
+    })
+    .await;
+    assert!(!a.devices().await[0].online);
 }
