@@ -379,13 +379,23 @@ async fn a_blocked_device_cannot_pair_again_by_asking() {
         .await
         .unwrap();
     b.n().client.unpair(a.id()).await.unwrap();
+    let mut b_events = b.subscribe();
     b.n()
         .client
         .pair_request(a.id(), Some(a.addr()))
         .await
         .unwrap();
-    // The phone's pairing ends, refused; the laptop never shows a code.
+    // The phone's pairing ends, refused by the laptop; the laptop never shows a code.
     let laptop = a.id().to_string();
+    let failed = next_event(&mut b_events, |e| {
+        matches!(e, NodeEvent::PairingFailed { .. })
+    })
+    .await;
+    let NodeEvent::PairingFailed { device_id, reason } = &failed.event else {
+        unreachable!()
+    };
+    assert_eq!(device_id, &laptop);
+    assert_eq!(reason, "cancelled_by_peer:aborted");
     eventually(|| async {
         b.pairings()
             .await

@@ -107,14 +107,13 @@ pub trait ReceiverView {
         voucher: &DeviceId,
         vouchee: &DeviceId,
     ) -> Option<Decision>;
-    /// The decision with which this device accepted `vouchee` on a vouch from `voucher`,
-    /// if it holds `vouchee` as a proxied device vouched for by `voucher` (and not
-    /// blocked). A voucher vouches again for a device it vouched for before when it paired
-    /// with it again (the device had lost its side); the same acceptance, signed afresh,
-    /// lets the device learn of this one instead of a refusal that would leave trust
-    /// one-sided. The default knows of none, which answers such a vouch `AlreadyPaired`.
-    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
-        let _ = (vouchee, voucher);
+    /// For a device held as proxied: the voucher it was accepted from and the decision this
+    /// device signed then (read from the stored proof). Check 8 uses it so that a voucher
+    /// that vouches again for a device it vouched for before (after pairing with it again:
+    /// the device had lost its side) gets the same acceptance rather than `AlreadyPaired`,
+    /// which would leave trust one-sided. The default knows of none.
+    fn vouched_acceptance(&self, vouchee: &DeviceId) -> Option<(DeviceId, Decision)> {
+        let _ = vouchee;
         None
     }
     /// The deadline of the prompt open under this [`PromptKey`], if any.
@@ -503,8 +502,8 @@ impl<'a> Receiver<'a> {
             });
         }
         // 8: the same voucher vouched for this vouchee before, and this device accepted it
-        // then: the same acceptance again (see `ReceiverView::accepted_from`).
-        if let Some(prior) = view.accepted_from(&cert.vouchee, &cert.voucher) {
+        // then: the same acceptance again (see `ReceiverView::vouched_acceptance`).
+        if let Some(prior) = accepted_before(view, &cert.vouchee, &cert.voucher) {
             let response = self.sign(&cert, digest, prior.clone(), now);
             return Ok(Verdict {
                 outcome: Outcome::Repeated(prior),
@@ -774,6 +773,23 @@ fn check_vouchee_state(view: &impl ReceiverView, vouchee: &DeviceId) -> Result<(
         return Err(VouchRejection::VoucheeBlocked);
     }
     Ok(())
+}
+
+/// The acceptance this device gave `vouchee` on a vouch from `voucher`, if it still holds
+/// `vouchee` as a proxied, not blocked device vouched for by that same voucher.
+fn accepted_before(
+    view: &impl ReceiverView,
+    vouchee: &DeviceId,
+    voucher: &DeviceId,
+) -> Option<Decision> {
+    let known = view.device(vouchee)?;
+    if known.pairing_type != PairingType::Proxied || known.trust_level == TrustLevel::Blocked {
+        return None;
+    }
+    match view.vouched_acceptance(vouchee)? {
+        (by, decision @ Decision::Accepted { .. }) if by == *voucher => Some(decision),
+        _ => None,
+    }
 }
 
 /// What a refusal before the certificate is fully validated stores.

@@ -30,8 +30,8 @@ struct MemView {
     decisions: HashMap<(SessionId, DeviceId, DeviceId), Decision>,
     prompts: HashMap<PromptKey, PendingPrompt>,
     other_prompts: usize,
-    /// (vouchee, voucher) → the decision with which this device accepted the vouchee.
-    accepted: HashMap<(DeviceId, DeviceId), Decision>,
+    /// Proxied vouchee → the voucher it was accepted from, and the decision signed then.
+    vouched: HashMap<DeviceId, (DeviceId, Decision)>,
 }
 
 impl ReceiverView for MemView {
@@ -72,8 +72,8 @@ impl ReceiverView for MemView {
     fn pending_prompts(&self) -> usize {
         self.other_prompts + self.prompts.len()
     }
-    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
-        self.accepted.get(&(*vouchee, *voucher)).cloned()
+    fn vouched_acceptance(&self, vouchee: &DeviceId) -> Option<(DeviceId, Decision)> {
+        self.vouched.get(vouchee).cloned()
     }
 }
 
@@ -733,7 +733,7 @@ fn a_vouchee_accepted_before_from_the_same_voucher_is_accepted_again() {
     let before = Decision::Accepted {
         how: AcceptedHow::UserConfirmed,
     };
-    w.view.accepted.insert((eid, vid), before.clone());
+    w.view.vouched.insert(eid, (vid, before.clone()));
     let (cert, req) = w.fresh_request();
     let v = w.receive(&req, NOW);
     assert_eq!(v.outcome, Outcome::Repeated(before.clone()));
@@ -747,10 +747,16 @@ fn a_vouchee_accepted_before_from_the_same_voucher_is_accepted_again() {
     assert_eq!(r.vouch_nonce, cert.nonce);
     assert_eq!(v.commit.seen_nonce, Some(w.seen(&cert)));
 
-    // Without such an acceptance (another voucher, or none), it is already paired.
-    w.view.accepted.clear();
+    // Accepted from another voucher: already paired.
+    let other = w.x.device_id();
+    w.view.vouched.insert(eid, (other, before.clone()));
     let (_, again) = w.fresh_request();
     w.assert_rejected(&again, NOW, VouchRejection::AlreadyPaired);
+    // Blocked since: blocked, whoever vouched for it.
+    w.view.vouched.insert(eid, (vid, before));
+    w.view.devices.get_mut(&eid).unwrap().trust_level = TrustLevel::Blocked;
+    let (_, blocked) = w.fresh_request();
+    w.assert_rejected(&blocked, NOW, VouchRejection::VoucheeBlocked);
 }
 
 #[test]

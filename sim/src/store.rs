@@ -179,16 +179,10 @@ impl ReceiverView for View<'_> {
             .get(&(*session, *voucher, *vouchee))
             .map(|(d, _)| d.clone())
     }
-    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+    fn vouched_acceptance(&self, vouchee: &DeviceId) -> Option<(DeviceId, Decision)> {
         let r = self.store.devices.get(vouchee)?;
-        if r.known.pairing_type != PairingType::Proxied
-            || r.known.trust_level == TrustLevel::Blocked
-            || r.vouched_by != Some(*voucher)
-        {
-            return None;
-        }
-        match &r.proof {
-            Proof::Target(proof) => proof.acceptance(),
+        match (r.vouched_by, &r.proof) {
+            (Some(voucher), Proof::Target(proof)) => Some((voucher, proof.acceptance()?)),
             _ => None,
         }
     }

@@ -241,20 +241,7 @@ impl EventLoop {
             // The session machine tells the vouchee the whole result when the last target
             // is final; an expiry completes it here, so the node does.
             if self.presence.is_online(&s.vouchee) {
-                let complete = {
-                    let view = self.view();
-                    s.vouchee_notification(&view)
-                };
-                let told = complete.accepted.iter().map(|a| a.device_id).collect();
-                self.send(
-                    s.vouchee,
-                    Message::ProxyPairingComplete(complete),
-                    Token::Notify {
-                        session: id,
-                        told,
-                        queued: None,
-                    },
-                );
+                self.notify_vouchee_now(&s);
             } else {
                 let entry = queue::new_entry(
                     id,

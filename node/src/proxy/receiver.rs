@@ -343,7 +343,7 @@ impl EventLoop {
         self.publish_device(rec);
         if self.presence.is_connected(&device) {
             self.challenge(device);
-        } else if std::env::var("VN_NODIAL").is_err() {
+        } else {
             self.redial.want(device, tokio::time::Instant::now());
         }
     }

@@ -101,16 +101,12 @@ impl ReceiverView for NodeView<'_> {
         }
     }
 
-    fn accepted_from(&self, vouchee: &DeviceId, voucher: &DeviceId) -> Option<Decision> {
+    fn vouched_acceptance(&self, vouchee: &DeviceId) -> Option<(DeviceId, Decision)> {
         let rec = self.record(vouchee)?;
-        if rec.pairing_type != PairingType::Proxied
-            || rec.trust_level == vouchnet_protocol::model::TrustLevel::Blocked
-            || rec.vouched_by != Some(*voucher)
-        {
-            return None;
-        }
-        match rec.proof {
-            Some(vouchnet_storage::DeviceProof::Vouch(proof)) => proof.acceptance(),
+        match (rec.vouched_by, rec.proof) {
+            (Some(voucher), Some(vouchnet_storage::DeviceProof::Vouch(proof))) => {
+                Some((voucher, proof.acceptance()?))
+            }
             _ => None,
         }
     }

@@ -27,8 +27,8 @@ use libp2p::request_response::ResponseChannel;
 use rand_core::OsRng;
 use std::collections::BTreeMap;
 use vouchnet_protocol::messages::{
-    ErrorCode, Message, ProxyPairingPending, ProxyPairingResponse, SignedResponse,
-    MAX_COMPLETE_ENTRIES,
+    ErrorCode, Message, ProxyPairingComplete, ProxyPairingPending, ProxyPairingResponse,
+    SignedResponse, MAX_COMPLETE_ENTRIES,
 };
 use vouchnet_protocol::model::{
     PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchingSession,
@@ -350,25 +350,41 @@ impl EventLoop {
                     },
                 ),
                 VoucherOutput::NotifyVouchee { to, complete } => {
-                    if std::env::var("VN_NONOTIFY").is_ok()
-                        && session.state != SessionState::Completed
-                    {
-                        continue;
-                    }
-                    let told = complete.accepted.iter().map(|a| a.device_id).collect();
-                    self.send(
-                        to,
-                        Message::ProxyPairingComplete(complete),
-                        Token::Notify {
-                            session: session.id,
-                            told,
-                            queued: None,
-                        },
-                    );
+                    self.send_notification(session.id, to, complete)
                 }
                 VoucherOutput::Enqueue(_) | VoucherOutput::Dequeue { .. } => {}
             }
         }
+    }
+
+    /// Sends the vouchee of `session` the notification `complete`, remembering which
+    /// acceptances it tells of (they are marked told once it is acknowledged).
+    fn send_notification(
+        &mut self,
+        session: SessionId,
+        to: DeviceId,
+        complete: ProxyPairingComplete,
+    ) {
+        let told = complete.accepted.iter().map(|a| a.device_id).collect();
+        self.send(
+            to,
+            Message::ProxyPairingComplete(complete),
+            Token::Notify {
+                session,
+                told,
+                queued: None,
+            },
+        );
+    }
+
+    /// Tells the (online) vouchee of `session` what it has not heard yet, as the session
+    /// machine words it.
+    pub(crate) fn notify_vouchee_now(&mut self, session: &VouchingSession) {
+        let complete = {
+            let view = self.view();
+            session.vouchee_notification(&view)
+        };
+        self.send_notification(session.id, session.vouchee, complete);
     }
 
     /// Persists a session changed by the machine together with its queue changes (and
@@ -574,20 +590,7 @@ impl EventLoop {
                                 && s.unnotified_acceptances() > 0
                                 && self.presence.is_online(&s.vouchee)
                             {
-                                let complete = {
-                                    let view = self.view();
-                                    s.vouchee_notification(&view)
-                                };
-                                let told = complete.accepted.iter().map(|a| a.device_id).collect();
-                                self.send(
-                                    s.vouchee,
-                                    Message::ProxyPairingComplete(complete),
-                                    Token::Notify {
-                                        session,
-                                        told,
-                                        queued: None,
-                                    },
-                                );
+                                self.notify_vouchee_now(&s);
                             }
                         }
                     }
