@@ -378,6 +378,10 @@ async fn a_blocked_device_cannot_pair_again_by_asking() {
         .set_trust(b.id(), vouchnet_protocol::model::TrustLevel::Blocked)
         .await
         .unwrap();
+    // Blocking closes the connection. Wait until the phone has seen it close, so its
+    // request goes out on a fresh connection rather than on the one being torn down
+    // (which would end the pairing as `connection_lost` instead of the refusal).
+    wait_online(&b, a.id(), false).await;
     b.n().client.unpair(a.id()).await.unwrap();
     let mut b_events = b.subscribe();
     b.n()
