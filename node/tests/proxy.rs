@@ -364,6 +364,54 @@ async fn two_vouchers_vouching_the_same_device_to_the_same_target_leave_one_reco
     assert_eq!(audit_count(&t, "accepted").await, 1);
 }
 
+/// A vouch to more targets than one device's outbox holds (32 messages) tells the vouchee
+/// of every acceptance over the connection, without spilling into the persistent queue:
+/// a notification waits for the one in flight and goes out with everything that came
+/// meanwhile, instead of one message per acceptance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vouch_to_forty_targets_tells_the_vouchee_everything_without_the_queue() {
+    const TARGETS: usize = 40;
+    // A queue poll far beyond the test's deadline: a notification that spilled into the
+    // queue would arrive too late (the vouchee stays online, so nothing wakes the queue).
+    let v = TestNode::start_with(NodeConfig {
+        queue_poll_interval: 3600,
+        ..fast("voucher")
+    })
+    .await;
+    let e = TestNode::start_with(fast("newcomer")).await;
+    let mut targets = Vec::new();
+    for i in 0..TARGETS {
+        let t = TestNode::start_with(fast(&format!("target-{i}"))).await;
+        pair_online(&v, &t).await;
+        targets.push(t);
+    }
+    pair_online(&e, &v).await;
+    let refs: Vec<&TestNode> = targets.iter().collect();
+    let id = vouch(&v, &e, &refs).await;
+    let done = wait_session(&v, id, |s| s.state == "completed").await;
+    assert_eq!(
+        done.vouches
+            .iter()
+            .filter(|t| t.status == "accepted")
+            .count(),
+        TARGETS
+    );
+    // The voucher records every acceptance as told once the vouchee acknowledged it.
+    let told = eventually(|| async {
+        let s = v.n().client.session(id).await.unwrap();
+        (s.unnotified_acceptances() == 0).then_some(s.vouchee_notified)
+    })
+    .await;
+    assert_eq!(told.len(), TARGETS);
+    let ids: std::collections::BTreeSet<_> = told.into_iter().collect();
+    assert_eq!(ids.len(), TARGETS, "each acceptance told once");
+    for t in &targets {
+        assert!(ids.contains(&t.id()));
+        let on_e = wait_device(&e, t.id()).await;
+        assert_eq!(on_e.vouched_by, Some(v.id().to_string()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_vouch_to_all_vouches_at_once_after_a_direct_pairing() {
     let v = TestNode::start_with(NodeConfig {

@@ -30,7 +30,7 @@ pub mod vouchee;
 pub mod voucher;
 
 use crate::error::NodeError;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use vouchnet_protocol::model::{SessionState, VouchingSession};
 use vouchnet_protocol::rekey::RekeyManager;
@@ -78,6 +78,9 @@ pub struct ProxyState {
     flagged: BTreeMap<DeviceId, DeviceId>,
     /// Queue entries being delivered now (so a poll does not send them twice).
     pub in_flight: HashSet<QueueRef>,
+    /// Voucher: sessions with a notification on its way to their (online) vouchee, and
+    /// whether there is news since it was written. See [`ProxyState::coalesce_notification`].
+    notifying: HashMap<SessionId, bool>,
 }
 
 impl ProxyState {
@@ -95,6 +98,7 @@ impl ProxyState {
             rekeyed: BTreeSet::new(),
             flagged: BTreeMap::new(),
             in_flight: HashSet::new(),
+            notifying: HashMap::new(),
         };
         for s in store.sessions()? {
             state.track_session(&s);
@@ -191,6 +195,34 @@ impl ProxyState {
         self.session_deadlines.remove(id);
         self.pending_sessions
             .retain(|_, (_, pending)| pending != id);
+    }
+
+    /// Whether a notification to the vouchee of `session` must wait: one is on its way
+    /// already. Each acceptance makes the session machine tell the vouchee; a vouch to a
+    /// hundred targets would otherwise send it a hundred messages one after another, each
+    /// acknowledged and recorded in turn. Since the vouchee's notification is always "every
+    /// acceptance not yet acknowledged", a newer one can wait for the one in flight and then
+    /// be sent once, with everything that came meanwhile.
+    ///
+    /// Returns true (and notes the news) if one is in flight; otherwise marks one in flight
+    /// and returns false, and the caller sends it.
+    pub fn coalesce_notification(&mut self, session: SessionId) -> bool {
+        match self.notifying.get_mut(&session) {
+            Some(news) => {
+                *news = true;
+                true
+            }
+            None => {
+                self.notifying.insert(session, false);
+                false
+            }
+        }
+    }
+
+    /// The notification in flight for `session` settled (acknowledged or failed). Returns
+    /// whether there was news while it was on its way.
+    pub fn notification_settled(&mut self, session: &SessionId) -> bool {
+        self.notifying.remove(session).unwrap_or(false)
     }
 
     /// Whether `nonce` belongs to a vouch held by an open prompt.

@@ -358,13 +358,18 @@ impl EventLoop {
     }
 
     /// Sends the vouchee of `session` the notification `complete`, remembering which
-    /// acceptances it tells of (they are marked told once it is acknowledged).
+    /// acceptances it tells of (they are marked told once it is acknowledged). If one is on
+    /// its way already, this one waits and goes out, brought up to date, once that one
+    /// settles (see [`super::ProxyState::coalesce_notification`]).
     fn send_notification(
         &mut self,
         session: SessionId,
         to: DeviceId,
         complete: ProxyPairingComplete,
     ) {
+        if self.proxy.coalesce_notification(session) {
+            return;
+        }
         let told = complete.accepted.iter().map(|a| a.device_id).collect();
         self.send(
             to,
@@ -375,6 +380,25 @@ impl EventLoop {
                 queued: None,
             },
         );
+    }
+
+    /// Tells the vouchee of `session` what it has not heard yet: now if it is online,
+    /// else through the queue.
+    fn tell_vouchee(&mut self, session: &VouchingSession) {
+        if self.presence.is_online(&session.vouchee) {
+            self.notify_vouchee_now(session);
+            return;
+        }
+        let entry = queue::new_entry(
+            session.id,
+            session.vouchee,
+            QueueKind::NotifyVouchee,
+            self.clock.now(),
+            &self.protocol.queue,
+        );
+        if let Err(e) = self.store.enqueue(&entry) {
+            tracing::warn!(vouchee = %session.vouchee, "cannot queue the vouchee's notification: {e}");
+        }
     }
 
     /// Tells the (online) vouchee of `session` what it has not heard yet, as the session
@@ -567,6 +591,7 @@ impl EventLoop {
                 queued,
             } => {
                 let told_count = told.len();
+                let news = queued.is_none() && self.proxy.notification_settled(&session);
                 let result = match queued {
                     Some(r) => {
                         self.proxy.in_flight.remove(&r);
@@ -580,21 +605,20 @@ impl EventLoop {
                         None => Ok(()),
                     },
                 };
-                match result {
-                    Ok(()) => {
-                        if let Some(s) = self.load_session(&session) {
-                            self.publish_session(&s);
-                            // A full message means more acceptances may be waiting: one
-                            // `ProxyPairingComplete` carries at most MAX_COMPLETE_ENTRIES.
-                            if told_count >= MAX_COMPLETE_ENTRIES
-                                && s.unnotified_acceptances() > 0
-                                && self.presence.is_online(&s.vouchee)
-                            {
-                                self.notify_vouchee_now(&s);
-                            }
-                        }
+                if let Err(e) = &result {
+                    tracing::warn!(%device, "cannot record the notification: {e}");
+                }
+                if let Some(s) = self.load_session(&session) {
+                    if result.is_ok() {
+                        self.publish_session(&s);
                     }
-                    Err(e) => tracing::warn!(%device, "cannot record the notification: {e}"),
+                    // News that waited for this notification goes out now. So does the
+                    // rest of a full message: one carries at most MAX_COMPLETE_ENTRIES.
+                    if news
+                        || (told_count >= MAX_COMPLETE_ENTRIES && s.unnotified_acceptances() > 0)
+                    {
+                        self.tell_vouchee(&s);
+                    }
                 }
             }
             Token::RekeyConfirm { peer } => self.challenge(peer),
@@ -622,6 +646,11 @@ impl EventLoop {
                 told: _,
                 queued,
             } => {
+                if queued.is_none() {
+                    // Whatever waited for this one is in the queue entry below: its
+                    // delivery tells everything not yet acknowledged.
+                    self.proxy.notification_settled(&session);
+                }
                 let result = match queued {
                     Some(r) => {
                         self.proxy.in_flight.remove(&r);
