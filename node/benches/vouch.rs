@@ -29,6 +29,10 @@
 //!   must each store before answering cannot overlap as they would on 100 machines; this is
 //!   that floor, measured.
 //!
+//! - **the voucher's writes per vouch to 100**: how many durable writes the voucher's store
+//!   made during each vouch to 100 targets. Answers that arrive together share one write
+//!   (group commit), so this stays far below one per target.
+//!
 //! Goals (issue 5): vouch to 1 ≤ 1.2 × (echo + its durable writes); vouch to 100 ≤ 1.5 ×
 //! fan-out to 100. Medians are reported; ratios are what matter on a shared machine.
 
