@@ -207,6 +207,56 @@ async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
     assert_eq!(d.vouched_by, Some(v.id().to_string()));
 }
 
+/// A notification on its way to the vouchee lives only in memory until the vouchee
+/// acknowledges it. If the voucher stops in between, the acceptances it carried are still
+/// unacknowledged in the session, and the restarted voucher queues them for the vouchee.
+/// The stop in mid-flight is staged by removing the vouchee's queue entry from the stopped
+/// voucher's store, which leaves exactly what such a stop leaves: an accepted target the
+/// vouchee was never told of, and nothing queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptances_not_acknowledged_when_the_voucher_stopped_reach_the_vouchee_after_its_restart()
+{
+    let mut v = TestNode::start_with(fast("voucher")).await;
+    let t = TestNode::start_with(fast("target")).await;
+    let mut e = TestNode::start_with(fast("newcomer")).await;
+    pair_online(&v, &t).await;
+    pair_online(&e, &v).await;
+    let e_id = e.id();
+    e.stop().await;
+    wait_online(&v, e_id, false).await;
+    let id = v.n().client.vouch(e_id, vec![t.id()], false).await.unwrap();
+    let id = vouchnet_protocol::SessionId::from_hex(&id.session_id).unwrap();
+    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
+    wait_device(&t, e_id).await;
+
+    v.config.listen = vec![listen_addr(&v)];
+    v.stop().await;
+    {
+        let store = vouchnet_storage::Store::open(v.dir.path()).unwrap();
+        let notification = vouchnet_storage::QueueRef {
+            session_id: id,
+            recipient: e_id,
+            kind: vouchnet_protocol::model::QueueKind::NotifyVouchee,
+        };
+        assert!(store.remove_queue_entry(notification).unwrap().is_some());
+        let session = store.session(&id).unwrap().unwrap();
+        assert_eq!(session.unnotified_acceptances(), 1);
+        assert!(store.queue_entries().unwrap().is_empty());
+    }
+
+    v.restart().await;
+    e.restart().await;
+    let d = wait_device(&e, t.id()).await;
+    assert_eq!(d.pairing_type, "proxied");
+    assert_eq!(d.vouched_by, Some(v.id().to_string()));
+    let told = eventually(|| async {
+        let s = v.n().client.session(id).await.ok()?;
+        (s.unnotified_acceptances() == 0).then_some(s.vouchee_notified)
+    })
+    .await;
+    assert_eq!(told, vec![t.id()]);
+}
+
 /// A target's user answers while the voucher is away, so the answer (a request of its own)
 /// cannot be delivered. At the prompt's deadline the voucher does not record a timeout, which
 /// would leave the target trusting the newcomer while the newcomer never hears of it: it

@@ -22,10 +22,11 @@
 
 use crate::event_loop::{EventLoop, Token};
 use crate::events::{NodeEvent, ResourceKind};
+use crate::NodeError;
 use rand_core::OsRng;
 use std::collections::BTreeSet;
 use vouchnet_protocol::messages::Message;
-use vouchnet_protocol::model::{QueueEntry, QueueKind};
+use vouchnet_protocol::model::{QueueEntry, QueueKind, TrustLevel};
 use vouchnet_protocol::queue;
 use vouchnet_protocol::session::{SessionError, VoucherCtx, VoucherOutput};
 use vouchnet_protocol::{DeviceId, SessionId, Timestamp};
@@ -35,6 +36,44 @@ use vouchnet_storage::{AuditEvent, QueueRef, RetentionPolicy};
 const BATCH: usize = 256;
 
 impl EventLoop {
+    /// At start, gives every vouchee that may not have heard of all its acceptances a queue
+    /// entry, delivered when it is next online.
+    ///
+    /// A notification sent over the connection (or waiting for the one in flight) lives only
+    /// in memory until the vouchee acknowledges it; a stop or crash in between would leave
+    /// the targets trusting the vouchee while it never learns of them. The session records
+    /// which acceptances the vouchee acknowledged, so the ones it may have missed are known;
+    /// hearing of one twice is harmless (the vouchee stores nothing the second time).
+    pub(crate) fn requeue_untold_acceptances(&mut self) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        for session in self.store.sessions()? {
+            if session.unnotified_acceptances() == 0 {
+                continue;
+            }
+            let held = self
+                .paired_record(&session.vouchee)
+                .is_some_and(|d| d.trust_level != TrustLevel::Blocked);
+            if !held {
+                continue;
+            }
+            let entry = queue::new_entry(
+                session.id,
+                session.vouchee,
+                QueueKind::NotifyVouchee,
+                now,
+                &self.protocol.queue,
+            );
+            self.store.enqueue(&entry)?;
+            tracing::info!(
+                vouchee = %session.vouchee,
+                "{} acceptance(s) of session {} not yet acknowledged: queued for the vouchee",
+                session.unnotified_acceptances(),
+                session.id
+            );
+        }
+        Ok(())
+    }
+
     /// One poll: retention, then every due entry.
     pub(crate) fn queue_tick(&mut self) {
         let now = self.clock.now();
