@@ -463,6 +463,12 @@ impl EventLoop {
         wake
     }
 
+    /// Closes the connections to `device`, which is redialled (with the redial's backoff)
+    /// and proves its key again, both ways, on a fresh connection.
+    pub(crate) fn disconnect_to_prove_again(&mut self, device: DeviceId) {
+        let _ = self.swarm.disconnect_peer_id(peer_of(&device));
+    }
+
     fn on_timers(&mut self) {
         self.flush_answers();
         let now = self.clock.now();
@@ -474,7 +480,7 @@ impl EventLoop {
             // connected it would stay offline until the connection happened to drop; closed,
             // it is redialled and challenged again on a fresh connection, with the redial's
             // backoff between attempts.
-            let _ = self.swarm.disconnect_peer_id(peer_of(&device));
+            self.disconnect_to_prove_again(device);
         }
         for device in self.redial.due(Instant::now()) {
             self.dial_paired(device);

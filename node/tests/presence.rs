@@ -215,3 +215,46 @@ async fn a_device_that_does_not_answer_the_challenge_in_time_is_disconnected() {
     .await;
     assert!(!a.devices().await[0].online);
 }
+
+/// A rekey switched this device's key, and the other device never took the new one up (its
+/// confirmation was lost). This device then restarts before any key proof settled which
+/// key the other holds. The key from before the rekey is kept on disk, so after the restart
+/// the other device's proof with it still succeeds: this device goes back to that key and
+/// both come online, instead of each holding a key the other can never prove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_a_rekey_and_its_key_proof_does_not_strand_the_pairing() {
+    let mut a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    let (a_id, b_id) = (a.id(), b.id());
+    a.config.listen = vec![a.n().listen_addrs[0].to_string()];
+    a.stop().await;
+    wait_online(&b, a_id, false).await;
+    let shared = {
+        let store = Store::open(a.dir.path()).unwrap();
+        let shared = store.device(&b_id).unwrap().unwrap().session_key;
+        // The laptop started a rekey and switched to the new key; the phone did not.
+        store
+            .switch_session_key(
+                &b_id,
+                &SymmetricKey::from_bytes([9; 32]),
+                true,
+                vouchnet_node::clock::now(),
+            )
+            .unwrap();
+        shared
+    };
+
+    a.restart().await;
+    wait_online(&a, b_id, true).await;
+    wait_online(&b, a_id, true).await;
+    a.stop().await;
+    let rec = Store::open(a.dir.path())
+        .unwrap()
+        .device(&b_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.session_key, shared, "back to the key the phone holds");
+    assert_eq!(rec.previous_key, None);
+}

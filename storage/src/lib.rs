@@ -52,8 +52,8 @@ pub use layout::{
     TREE_REPLAY, TREE_SESSIONS, TREE_TOMBSTONES,
 };
 pub use records::{
-    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, Reliability, RevokeReason,
-    SecretBytes, Tombstone, TombstoneReason,
+    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, PreviousKey, Reliability,
+    RevokeReason, SecretBytes, Tombstone, TombstoneReason,
 };
 pub use retention::{PruneReport, RetentionPolicy};
 pub use store::{Store, StoreMetrics, StoreOptions, DB_DIR_NAME, SCHEMA_VERSION};

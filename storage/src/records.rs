@@ -38,6 +38,22 @@ pub struct DeviceRecord {
     /// zeroized on drop.
     #[serde(with = "secret_key_serde")]
     pub session_key: SymmetricKey,
+    /// After a rekey switched `session_key`, until a key proof shows which key the device
+    /// holds: the key from before. On disk, so that a restart in that window cannot leave
+    /// the two devices holding different keys with neither able to go back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<PreviousKey>,
+}
+
+/// The key shared with a device before the last rekey, while the rekey is unconfirmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousKey {
+    /// The key. Redacted in `Debug`, zeroized on drop.
+    #[serde(with = "secret_key_serde")]
+    pub key: SymmetricKey,
+    /// This device started the rekey: it switched before the other side confirmed, so it
+    /// seals with this key until a key proof with the new one succeeds.
+    pub initiated: bool,
 }
 
 impl DeviceRecord {

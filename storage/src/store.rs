@@ -495,6 +495,22 @@ impl Store {
         self.write(|tx| tx.set_session_key(id, key, at))
     }
 
+    /// A rekey switched the key shared with a device (see [`Txn::switch_session_key`]).
+    pub fn switch_session_key(
+        &self,
+        id: &DeviceId,
+        key: &SymmetricKey,
+        initiated: bool,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| tx.switch_session_key(id, key, initiated, at))
+    }
+
+    /// Drops the key kept from before a rekey (see [`Txn::forget_previous_key`]).
+    pub fn forget_previous_key(&self, id: &DeviceId) -> Result<bool, StoreError> {
+        self.write(|tx| tx.forget_previous_key(id))
+    }
+
     /// Counts a connection success or failure (see [`Txn::record_connection`]).
     pub fn record_connection(
         &self,

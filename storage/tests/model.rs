@@ -261,6 +261,7 @@ impl Model {
             vouched_by: Some(a.voucher),
             proof: Some(DeviceProof::Vouch(a.proof.clone())),
             session_key: a.session_key.clone(),
+            previous_key: None,
         };
         self.devices.insert(a.vouchee, rec.clone());
         self.remember(nonce_num(a), a.nonce_expires_at.as_millis());

@@ -276,6 +276,53 @@ fn rekey_replaces_the_session_key_and_audits_without_it() {
     assert_eq!(events(&store)[1], AuditEvent::Rekeyed { device: id(1) });
 }
 
+/// The key a rekey replaced is kept on disk (it survives a reopen) until a key proof
+/// settles which key the device holds: the new one (forgotten) or the old one (current again).
+#[test]
+fn a_rekey_keeps_the_previous_key_on_disk_until_a_key_proof_settles_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let first = direct(1, at(1));
+    let original = first.session_key.clone();
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store.pair_direct(&first).expect("pair");
+        store
+            .switch_session_key(&id(1), &key(0x77), true, at(2))
+            .expect("rekey");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let rec = store.device(&id(1)).expect("read").expect("kept");
+    assert_eq!(rec.session_key, key(0x77));
+    assert_eq!(
+        rec.previous_key,
+        Some(PreviousKey {
+            key: original.clone(),
+            initiated: true
+        })
+    );
+    assert_eq!(events(&store)[1], AuditEvent::Rekeyed { device: id(1) });
+
+    // The device proved the new key.
+    assert!(store.forget_previous_key(&id(1)).expect("confirm"));
+    assert!(!store.forget_previous_key(&id(1)).expect("nothing left"));
+    let rec = store.device(&id(1)).expect("read").expect("kept");
+    assert_eq!((rec.session_key, rec.previous_key), (key(0x77), None));
+
+    // A second rekey that the device never took up: the previous key becomes current again.
+    store
+        .switch_session_key(&id(1), &key(0x88), false, at(3))
+        .expect("rekey");
+    store
+        .set_session_key(&id(1), &key(0x77), at(4))
+        .expect("revert");
+    let rec = store.device(&id(1)).expect("read").expect("kept");
+    assert_eq!((rec.session_key, rec.previous_key), (key(0x77), None));
+    assert!(matches!(
+        store.switch_session_key(&id(9), &key(0x99), true, at(5)),
+        Err(StoreError::NotFound(RecordKind::Device))
+    ));
+}
+
 // ------------------------------------------------------------------------ receiving vouches
 
 /// Device 0 is "me" (the target), device 1 a directly paired voucher, device 5 the vouchee.

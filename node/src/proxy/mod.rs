@@ -105,6 +105,12 @@ impl ProxyState {
         }
         let devices = store.devices()?;
         for d in &devices {
+            // A rekey that no key proof has settled yet, from before a restart.
+            if let Some(previous) = &d.previous_key {
+                state
+                    .fallback
+                    .insert(d.device_id, (previous.key.clone(), previous.initiated));
+            }
             if let Some(DeviceProof::Acceptance(r)) = &d.proof {
                 if let (Ok(resp), Some(voucher)) = (r.decode_unverified(), d.vouched_by) {
                     state.complete_sessions.insert(resp.session_id, voucher);

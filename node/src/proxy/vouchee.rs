@@ -206,7 +206,7 @@ impl EventLoop {
                     let Some(rec) = self.paired_record(&peer) else {
                         continue;
                     };
-                    match self.store.set_session_key(&peer, &key, now) {
+                    match self.store.switch_session_key(&peer, &key, initiated, now) {
                         Ok(()) => {
                             tracing::info!(%peer, "key replaced by a rekey");
                             self.proxy.rekeyed(peer, rec.session_key, initiated);
@@ -231,6 +231,13 @@ impl EventLoop {
 
     /// A key proof with the current key succeeded: a previous key is no longer needed.
     pub(crate) fn rekey_confirmed(&mut self, device: DeviceId) {
+        if self.proxy.fallback_key(&device).is_none() {
+            return;
+        }
+        if let Err(e) = self.store.forget_previous_key(&device) {
+            // Harmless: the key stays on disk, and the next key proof drops it.
+            tracing::warn!(%device, "cannot drop the previous key: {e}");
+        }
         self.proxy.key_confirmed(&device);
     }
 
@@ -245,6 +252,10 @@ impl EventLoop {
             tracing::error!(%device, "cannot restore the previous key: {e}");
         }
         self.proxy.key_reverted(&device);
+        // The device may have challenged this one while it still answered with the new
+        // key, and refused the answer. A fresh connection has both prove the key they now
+        // share, instead of leaving the device refusing this one until the connection drops.
+        self.disconnect_to_prove_again(device);
     }
 
     /// The connection to `device` closed: a rekey with it ends.

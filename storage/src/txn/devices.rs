@@ -89,6 +89,7 @@ impl Txn {
             vouched_by: None,
             proof: None,
             session_key: p.session_key.clone(),
+            previous_key: None,
         };
         self.put_device(&record)?;
         self.del(TOMBSTONES, &p.device_id.to_bytes())?;
@@ -210,7 +211,8 @@ impl Txn {
         self.put_device(&record)
     }
 
-    /// Replaces the key shared with a device after a rekey (audited, without the key).
+    /// Replaces the key shared with a device (audited, without the key), and forgets any
+    /// previous key kept from a rekey.
     pub fn set_session_key(
         &self,
         id: &DeviceId,
@@ -219,9 +221,42 @@ impl Txn {
     ) -> Result<(), TxError> {
         let mut record = self.require_device(id)?;
         record.session_key = key.clone();
+        record.previous_key = None;
         self.put_device(&record)?;
         self.record_event(at, AuditEvent::Rekeyed { device: *id })?;
         Ok(())
+    }
+
+    /// A rekey switched to `key`: the key it replaces is kept as the previous key until
+    /// [`Txn::forget_previous_key`] (a key proof with the new key succeeded) or
+    /// [`Txn::set_session_key`] (the device proved the previous one; it becomes current).
+    pub fn switch_session_key(
+        &self,
+        id: &DeviceId,
+        key: &SymmetricKey,
+        initiated: bool,
+        at: Timestamp,
+    ) -> Result<(), TxError> {
+        let mut record = self.require_device(id)?;
+        let previous = std::mem::replace(&mut record.session_key, key.clone());
+        record.previous_key = Some(PreviousKey {
+            key: previous,
+            initiated,
+        });
+        self.put_device(&record)?;
+        self.record_event(at, AuditEvent::Rekeyed { device: *id })?;
+        Ok(())
+    }
+
+    /// The device proved the current key: the previous one is no longer needed. Returns
+    /// whether there was one.
+    pub fn forget_previous_key(&self, id: &DeviceId) -> Result<bool, TxError> {
+        let mut record = self.require_device(id)?;
+        if record.previous_key.take().is_none() {
+            return Ok(false);
+        }
+        self.put_device(&record)?;
+        Ok(true)
     }
 
     /// Counts a connection success or failure. This never touches the trust level.

@@ -15,8 +15,8 @@ use crate::codec;
 use crate::error::{RecordKind, StoreError};
 use crate::layout::{self, ExpiryKind, QueueRef};
 use crate::records::{
-    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, Reliability, RevokeReason, Tombstone,
-    TombstoneReason,
+    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, PreviousKey, Reliability,
+    RevokeReason, Tombstone, TombstoneReason,
 };
 use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,

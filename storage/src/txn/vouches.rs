@@ -218,6 +218,7 @@ impl Txn {
             vouched_by: Some(a.voucher),
             proof: Some(DeviceProof::Vouch(a.proof.clone())),
             session_key: a.session_key.clone(),
+            previous_key: None,
         };
         self.record_event(
             a.at,
@@ -312,6 +313,7 @@ impl Txn {
             vouched_by: Some(p.voucher),
             proof: Some(DeviceProof::Acceptance(p.acceptance.clone())),
             session_key: p.session_key.clone(),
+            previous_key: None,
         };
         self.record_event(
             p.at,
