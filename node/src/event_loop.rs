@@ -657,7 +657,7 @@ impl EventLoop {
         }
     }
 
-    fn remember_address(&mut self, device: DeviceId, addr: Multiaddr) {
+    pub(crate) fn remember_address(&mut self, device: DeviceId, addr: Multiaddr) {
         if self.addrbook.add(device, addr.clone()) {
             self.swarm.add_peer_address(peer_of(&device), addr);
             if let Err(e) = self.addrbook.save() {

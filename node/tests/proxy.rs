@@ -175,6 +175,26 @@ async fn proxied_devices_prove_the_key_rekey_so_the_voucher_is_locked_out_and_ex
     );
 }
 
+/// Off the LAN (mDNS off here), nothing but the voucher knows where the target is: the
+/// completion passes on the target's addresses, so the vouchee dials it by itself, both
+/// prove the proxied key, and they replace it by a rekey.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vouchee_reaches_a_target_it_never_met_through_the_addresses_its_voucher_knows() {
+    let (v, t, e) = three(fast("target")).await;
+    let id = vouch(&v, &e, &[&t]).await;
+    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
+    wait_online(&e, t.id(), true).await;
+    wait_online(&t, e.id(), true).await;
+    eventually(|| async { (audit_count(&e, "replaced by a rekey").await == 1).then_some(()) })
+        .await;
+    let peers = e.n().client.peers().await.unwrap();
+    let to_t = peers
+        .iter()
+        .find(|p| p.device_id == t.id().to_string())
+        .expect("connected to the target");
+    assert!(to_t.connected && to_t.paired && to_t.online);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_confirmation_flow_the_target_asks_its_user_who_accepts() {
     let (v, t, e) = three(NodeConfig {

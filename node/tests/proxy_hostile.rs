@@ -292,6 +292,7 @@ async fn a_completion_from_a_device_that_is_not_the_voucher_is_refused() {
                     vouchee,
                     accepted(),
                 ),
+                addrs: Vec::new(),
             }
         };
     let complete = |accepted: Vec<AcceptedTarget>| {

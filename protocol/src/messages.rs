@@ -28,6 +28,10 @@ pub const PAIRING_METHOD: &str = "sas-numeric6-commit/v1";
 pub const MAX_NAME_LEN: usize = 64;
 /// Most acceptances one `ProxyPairingComplete` may carry.
 pub const MAX_COMPLETE_ENTRIES: usize = 64;
+/// Most address hints one accepted target may carry.
+pub const MAX_ADDR_HINTS: usize = 8;
+/// Longest address hint, in bytes (a binary multiaddr).
+pub const MAX_ADDR_HINT_LEN: usize = 128;
 /// Longest sealed text message, in ciphertext bytes.
 pub const MAX_SEALED_LEN: usize = 16 * 1024;
 
@@ -444,7 +448,19 @@ pub struct AcceptedTarget {
     pub name: DisplayName,
     /// The target's signed acceptance, as proof.
     pub response: SignedResponse,
+    /// Where the voucher last reached the target, so the vouchee can dial it without
+    /// discovery (off the LAN, or with mDNS off). Hints, not trust: the connection's Noise
+    /// handshake checks who answers. At most [`MAX_ADDR_HINTS`], each at most
+    /// [`MAX_ADDR_HINT_LEN`] bytes; left out of the encoding when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<AddrHint>,
 }
+
+/// One address hint: a multiaddr in its binary form. The protocol only bounds its size; the
+/// node parses it, and drops what it cannot use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AddrHint(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// Voucher → vouchee: acceptances so far (sent as each arrives, and when all are done).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,9 +41,9 @@ use crate::identity::{DeviceId, DeviceKeypair, DevicePublicKey};
 use crate::ids::{SessionId, VouchNonce};
 use crate::keys::{derive_proxied_key, seal_proxied_key};
 use crate::messages::{
-    AcceptedTarget, Decision, DisplayName, ProxyPairingComplete, ProxyPairingPending,
+    AcceptedTarget, AddrHint, Decision, DisplayName, ProxyPairingComplete, ProxyPairingPending,
     ProxyPairingRequest, ProxyPairingResponse, SignedResponse, VouchCertificate, VouchRejection,
-    MAX_COMPLETE_ENTRIES,
+    MAX_ADDR_HINTS, MAX_ADDR_HINT_LEN, MAX_COMPLETE_ENTRIES,
 };
 use crate::model::{
     KnownDevice, PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchStatus,
@@ -70,6 +70,11 @@ pub trait VoucherView {
     fn pairing_key(&self, id: &DeviceId) -> Option<SymmetricKey>;
     /// True if a connection to the device is up now.
     fn is_online(&self, id: &DeviceId) -> bool;
+    /// Where the device was last reached, passed on to the vouchee with its acceptance
+    /// (at most [`MAX_ADDR_HINTS`] are sent). None by default.
+    fn address_hints(&self, _id: &DeviceId) -> Vec<AddrHint> {
+        Vec::new()
+    }
 }
 
 /// The voucher's identity, parameters and view of the node, passed to each session call.
@@ -840,10 +845,14 @@ fn accepted_target(
     let name = view
         .display_name(target)
         .or_else(|| DisplayName::new("").ok())?;
+    let mut addrs = view.address_hints(target);
+    addrs.retain(|a| a.0.len() <= MAX_ADDR_HINT_LEN);
+    addrs.truncate(MAX_ADDR_HINTS);
     Some(AcceptedTarget {
         device_id: *target,
         public_key,
         name,
         response: response.clone(),
+        addrs,
     })
 }

@@ -16,7 +16,8 @@ use crate::identity::{DeviceId, DevicePublicKey};
 use crate::ids::SessionId;
 use crate::keys::derive_proxied_key;
 use crate::messages::{
-    Decision, DisplayName, ProxyPairingComplete, SignedResponse, MAX_COMPLETE_ENTRIES,
+    Decision, DisplayName, ProxyPairingComplete, SignedResponse, MAX_ADDR_HINTS, MAX_ADDR_HINT_LEN,
+    MAX_COMPLETE_ENTRIES,
 };
 use crate::model::{KnownDevice, PairingType, TrustLevel};
 use crate::secret::SymmetricKey;
@@ -55,6 +56,10 @@ pub enum CompleteRejection {
     /// The same target appears twice.
     #[error("target {0} listed twice")]
     DuplicateEntry(DeviceId),
+    /// An entry carries more than [`MAX_ADDR_HINTS`] address hints, or one longer than
+    /// [`MAX_ADDR_HINT_LEN`] bytes.
+    #[error("entry {0}: too many or too long address hints")]
+    AddressHints(DeviceId),
     /// An entry names this device or the voucher as target.
     #[error("entry {0} names this device or the voucher")]
     InvalidTarget(DeviceId),
@@ -148,6 +153,11 @@ pub fn accept_complete(
         }
         if target == *me || target == *from {
             return Err(CompleteRejection::InvalidTarget(target));
+        }
+        if entry.addrs.len() > MAX_ADDR_HINTS
+            || entry.addrs.iter().any(|a| a.0.len() > MAX_ADDR_HINT_LEN)
+        {
+            return Err(CompleteRejection::AddressHints(target));
         }
         if entry.public_key.device_id() != target {
             return Err(CompleteRejection::KeyMismatch(target));

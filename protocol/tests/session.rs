@@ -283,6 +283,7 @@ impl Net {
             public_key: self.t[i].kp.public(),
             name: DisplayName::new(format!("t{}", i + 1)).unwrap(),
             response: response.clone(),
+            addrs: Vec::new(),
         }
     }
 
@@ -1403,6 +1404,33 @@ fn duplicate_self_and_too_many_entries_are_refused() {
     assert_eq!(
         check(&n, &n.vid(), &ev, &many),
         Err(CompleteRejection::TooManyEntries { count: 65, max: 64 })
+    );
+}
+
+/// Address hints are bounded: more than MAX_ADDR_HINTS, or one longer than
+/// MAX_ADDR_HINT_LEN bytes, refuses the whole message; at the bounds it is accepted.
+#[test]
+fn address_hints_beyond_their_bounds_are_refused() {
+    let (n, c) = completed();
+    let ev = n.eview();
+    let target = c.accepted[0].device_id;
+    let at_bounds = forged(&c, 0, |e| {
+        e.addrs = vec![AddrHint(vec![1; MAX_ADDR_HINT_LEN]); MAX_ADDR_HINTS]
+    });
+    assert!(check(&n, &n.vid(), &ev, &at_bounds).is_ok());
+    let too_many = forged(&c, 0, |e| {
+        e.addrs = vec![AddrHint(vec![1; 8]); MAX_ADDR_HINTS + 1]
+    });
+    assert_eq!(
+        check(&n, &n.vid(), &ev, &too_many),
+        Err(CompleteRejection::AddressHints(target))
+    );
+    let too_long = forged(&c, 0, |e| {
+        e.addrs = vec![AddrHint(vec![1; MAX_ADDR_HINT_LEN + 1])]
+    });
+    assert_eq!(
+        check(&n, &n.vid(), &ev, &too_long),
+        Err(CompleteRejection::AddressHints(target))
     );
 }
 

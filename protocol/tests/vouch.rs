@@ -1550,13 +1550,17 @@ fn arb_accepted_target() -> impl Strategy<Value = AcceptedTarget> {
         arb_public_key(),
         arb_name(),
         arb_signed_response(),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..3),
     )
-        .prop_map(|(device_id, public_key, name, response)| AcceptedTarget {
-            device_id,
-            public_key,
-            name,
-            response,
-        })
+        .prop_map(
+            |(device_id, public_key, name, response, addrs)| AcceptedTarget {
+                device_id,
+                public_key,
+                name,
+                response,
+                addrs: addrs.into_iter().map(AddrHint).collect(),
+            },
+        )
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {

@@ -7,8 +7,9 @@
 //! every such answer makes a check fail (an unknown voucher, a missing key), never pass.
 
 use super::ProxyState;
+use crate::addrbook::AddressBook;
 use crate::network::presence::Presence;
-use vouchnet_protocol::messages::{Decision, DisplayName};
+use vouchnet_protocol::messages::{AddrHint, Decision, DisplayName};
 use vouchnet_protocol::model::{KnownDevice, PairingType};
 use vouchnet_protocol::session::VoucherView;
 use vouchnet_protocol::vouch::ReceiverView;
@@ -27,6 +28,8 @@ pub struct NodeView<'a> {
     pub proxy: &'a ProxyState,
     /// Direct pairings waiting for their user, which count against the prompt limit.
     pub pairing_prompts: usize,
+    /// Where paired devices were last reached (passed on to a vouchee as hints).
+    pub addrbook: &'a AddressBook,
 }
 
 impl NodeView<'_> {
@@ -145,6 +148,14 @@ impl VoucherView for NodeView<'_> {
 
     fn is_online(&self, id: &DeviceId) -> bool {
         self.presence.is_online(id)
+    }
+
+    fn address_hints(&self, id: &DeviceId) -> Vec<AddrHint> {
+        self.addrbook
+            .get(id)
+            .iter()
+            .map(|a| AddrHint(a.to_vec()))
+            .collect()
     }
 }
 

@@ -17,13 +17,32 @@
 
 use crate::event_loop::{ack, error_reply, EventLoop, Token};
 use crate::network::codec::WireFrame;
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
 use rand_core::OsRng;
-use vouchnet_protocol::messages::{ErrorCode, Message, ProxyPairingComplete};
+use vouchnet_protocol::messages::{AddrHint, ErrorCode, Message, ProxyPairingComplete};
 use vouchnet_protocol::model::PairingType;
 use vouchnet_protocol::rekey::{RekeyError, RekeyOutput};
 use vouchnet_protocol::vouchee::{accept_complete, CompleteRejection};
 use vouchnet_protocol::{DeviceId, SymmetricKey, Timestamp};
 use vouchnet_storage::{DeviceProof, DeviceRecord, ProxiedDevice, ProxiedOutcome};
+
+/// The address `hint` names, if it is one this node dials for `device`: `/ip4` or `/ip6`,
+/// then `/tcp`, then nothing or `device`'s own `/p2p` (which is removed).
+fn dialable_hint(device: DeviceId, hint: &AddrHint) -> Option<Multiaddr> {
+    let mut addr = Multiaddr::try_from(hint.0.clone()).ok()?;
+    if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+        if peer != crate::peer::peer_of(&device) {
+            return None;
+        }
+        addr.pop();
+    }
+    let parts: Vec<Protocol> = addr.iter().collect();
+    match parts.as_slice() {
+        [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Tcp(_)] => Some(addr),
+        _ => None,
+    }
+}
 
 /// The stable name of a refused completion.
 pub fn complete_rejection_name(e: &CompleteRejection) -> &'static str {
@@ -32,6 +51,7 @@ pub fn complete_rejection_name(e: &CompleteRejection) -> &'static str {
         CompleteRejection::VoucherNotTrusted => "voucher_not_trusted",
         CompleteRejection::TooManyEntries { .. } => "too_many_entries",
         CompleteRejection::DuplicateEntry(_) => "duplicate_entry",
+        CompleteRejection::AddressHints(_) => "address_hints",
         CompleteRejection::InvalidTarget(_) => "invalid_target",
         CompleteRejection::KeyMismatch(_) => "key_mismatch",
         CompleteRejection::BadSignature(_) => "bad_signature",
@@ -123,6 +143,11 @@ impl EventLoop {
                                 rec.name.as_str(),
                                 rec.device_id
                             );
+                            if let Some(entry) =
+                                msg.accepted.iter().find(|e| e.device_id == rec.device_id)
+                            {
+                                self.remember_address_hints(rec.device_id, &entry.addrs);
+                            }
                             self.proxied_device_added(&rec);
                         }
                         ProxiedOutcome::AlreadyPaired(_) => {}
@@ -136,6 +161,20 @@ impl EventLoop {
             Err(e) => {
                 tracing::error!("cannot store the proxied devices: {e}");
                 error_reply(ErrorCode::Malformed)
+            }
+        }
+    }
+
+    /// Records the addresses the voucher passed on for `device`, so it is dialled without
+    /// discovery. Only plain TCP addresses (`/ip4|ip6/…/tcp/…`, optionally ending in
+    /// `/p2p/` with `device`'s own id) are kept: they are what a node listens on, and this
+    /// keeps a voucher from steering the dial anywhere else (name lookups, relays). Who
+    /// answers is still checked by the Noise handshake.
+    fn remember_address_hints(&mut self, device: DeviceId, hints: &[AddrHint]) {
+        for hint in hints.iter().rev() {
+            match dialable_hint(device, hint) {
+                Some(addr) => self.remember_address(device, addr),
+                None => tracing::debug!(%device, "address hint dropped"),
             }
         }
     }
@@ -270,5 +309,51 @@ impl EventLoop {
         self.expire_prompts(now);
         let outputs = self.proxy.rekey.handle_timeout(now);
         self.apply_rekey(outputs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vouchnet_protocol::identity::DeviceKeypair;
+
+    fn device(seed: u8) -> DeviceId {
+        DeviceKeypair::from_seed(&[seed; 32]).device_id()
+    }
+
+    fn hint(addr: &str) -> AddrHint {
+        AddrHint(addr.parse::<Multiaddr>().unwrap().to_vec())
+    }
+
+    #[test]
+    fn only_plain_tcp_addresses_of_the_device_itself_are_dialled() {
+        let d = device(1);
+        let own = crate::peer::peer_of(&d);
+        let other = crate::peer::peer_of(&device(2));
+        let tcp4: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().unwrap();
+        let tcp6: Multiaddr = "/ip6/2001:db8::7/tcp/4001".parse().unwrap();
+        assert_eq!(
+            dialable_hint(d, &hint("/ip4/192.0.2.7/tcp/4001")),
+            Some(tcp4.clone())
+        );
+        assert_eq!(
+            dialable_hint(d, &hint("/ip6/2001:db8::7/tcp/4001")),
+            Some(tcp6)
+        );
+        assert_eq!(
+            dialable_hint(d, &hint(&format!("/ip4/192.0.2.7/tcp/4001/p2p/{own}"))),
+            Some(tcp4)
+        );
+        for refused in [
+            format!("/ip4/192.0.2.7/tcp/4001/p2p/{other}"),
+            "/dns4/example.org/tcp/4001".to_owned(),
+            "/ip4/192.0.2.7/udp/4001/quic-v1".to_owned(),
+            "/ip4/192.0.2.7".to_owned(),
+            "/ip4/192.0.2.7/tcp/4001/ws".to_owned(),
+        ] {
+            assert_eq!(dialable_hint(d, &hint(&refused)), None, "{refused}");
+        }
+        assert_eq!(dialable_hint(d, &AddrHint(vec![0xff, 0x00, 0x13])), None);
+        assert_eq!(dialable_hint(d, &AddrHint(Vec::new())), None);
     }
 }

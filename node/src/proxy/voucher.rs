@@ -142,6 +142,7 @@ impl EventLoop {
             presence: &self.presence,
             proxy: &self.proxy,
             pairing_prompts,
+            addrbook: &self.addrbook,
         }
     }
 
