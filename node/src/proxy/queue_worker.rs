@@ -30,7 +30,7 @@ use vouchnet_protocol::model::{QueueEntry, QueueKind, TrustLevel};
 use vouchnet_protocol::queue;
 use vouchnet_protocol::session::{SessionError, VoucherCtx, VoucherOutput};
 use vouchnet_protocol::{DeviceId, SessionId, Timestamp};
-use vouchnet_storage::{AuditEvent, QueueRef, RetentionPolicy};
+use vouchnet_storage::{AuditEvent, Enqueued, QueueRef, RetentionPolicy};
 
 /// Most queue entries one poll handles (the rest wait for the next poll).
 const BATCH: usize = 256;
@@ -63,13 +63,14 @@ impl EventLoop {
                 now,
                 &self.protocol.queue,
             );
-            self.store.enqueue(&entry)?;
-            tracing::info!(
-                vouchee = %session.vouchee,
-                "{} acceptance(s) of session {} not yet acknowledged: queued for the vouchee",
-                session.unnotified_acceptances(),
-                session.id
-            );
+            if self.store.enqueue(&entry)? == Enqueued::New {
+                tracing::info!(
+                    vouchee = %session.vouchee,
+                    "{} acceptance(s) of session {} not yet acknowledged: queued for the vouchee",
+                    session.unnotified_acceptances(),
+                    session.id
+                );
+            }
         }
         Ok(())
     }
