@@ -649,20 +649,33 @@ impl EventLoop {
     /// Records where `device` can be dialled: the addresses it announced, and the one this
     /// device dialled it at (most reliable, so recorded last, which puts it first).
     pub(crate) fn remember_addresses(&mut self, device: DeviceId, announced: &[Multiaddr]) {
+        let mut changed = false;
         for addr in announced.iter().rev() {
-            self.remember_address(device, addr.clone());
+            changed |= self.note_address(device, addr.clone());
         }
         if let Some(addr) = self.dialed.get(&device).cloned() {
-            self.remember_address(device, addr);
+            changed |= self.note_address(device, addr);
+        }
+        if changed {
+            self.save_addrbook();
         }
     }
 
-    pub(crate) fn remember_address(&mut self, device: DeviceId, addr: Multiaddr) {
-        if self.addrbook.add(device, addr.clone()) {
-            self.swarm.add_peer_address(peer_of(&device), addr);
-            if let Err(e) = self.addrbook.save() {
-                tracing::warn!("cannot save the address book: {e}");
-            }
+    /// Puts `addr` first among `device`'s addresses, in the book and in the swarm. Returns
+    /// whether the book changed; the caller saves it once for a batch
+    /// ([`EventLoop::save_addrbook`]), as each save is a synced file write.
+    pub(crate) fn note_address(&mut self, device: DeviceId, addr: Multiaddr) -> bool {
+        if !self.addrbook.add(device, addr.clone()) {
+            return false;
+        }
+        self.swarm.add_peer_address(peer_of(&device), addr);
+        true
+    }
+
+    /// Writes the address book to disk (a cache: a failure is logged, not fatal).
+    pub(crate) fn save_addrbook(&self) {
+        if let Err(e) = self.addrbook.save() {
+            tracing::warn!("cannot save the address book: {e}");
         }
     }
 

@@ -135,6 +135,7 @@ impl EventLoop {
         });
         match outcomes {
             Ok(outcomes) => {
+                let mut addresses_changed = false;
                 for o in outcomes {
                     match o {
                         ProxiedOutcome::Added(rec) => {
@@ -146,7 +147,8 @@ impl EventLoop {
                             if let Some(entry) =
                                 msg.accepted.iter().find(|e| e.device_id == rec.device_id)
                             {
-                                self.remember_address_hints(rec.device_id, &entry.addrs);
+                                addresses_changed |=
+                                    self.note_address_hints(rec.device_id, &entry.addrs);
                             }
                             self.proxied_device_added(&rec);
                         }
@@ -155,6 +157,9 @@ impl EventLoop {
                             tracing::info!(%device, "proxied device refused: {reason:?}")
                         }
                     }
+                }
+                if addresses_changed {
+                    self.save_addrbook();
                 }
                 ack()
             }
@@ -165,18 +170,21 @@ impl EventLoop {
         }
     }
 
-    /// Records the addresses the voucher passed on for `device`, so it is dialled without
-    /// discovery. Only plain TCP addresses (`/ip4|ip6/…/tcp/…`, optionally ending in
-    /// `/p2p/` with `device`'s own id) are kept: they are what a node listens on, and this
-    /// keeps a voucher from steering the dial anywhere else (name lookups, relays). Who
-    /// answers is still checked by the Noise handshake.
-    fn remember_address_hints(&mut self, device: DeviceId, hints: &[AddrHint]) {
+    /// Notes the addresses the voucher passed on for `device`, so it is dialled without
+    /// discovery; returns whether the address book changed (the caller saves it). Only
+    /// plain TCP addresses (`/ip4|ip6/…/tcp/…`, optionally ending in `/p2p/` with
+    /// `device`'s own id) are kept: they are what a node listens on, and this keeps a
+    /// voucher from steering the dial anywhere else (name lookups, relays). Who answers is
+    /// still checked by the Noise handshake.
+    fn note_address_hints(&mut self, device: DeviceId, hints: &[AddrHint]) -> bool {
+        let mut changed = false;
         for hint in hints.iter().rev() {
             match dialable_hint(device, hint) {
-                Some(addr) => self.remember_address(device, addr),
+                Some(addr) => changed |= self.note_address(device, addr),
                 None => tracing::debug!(%device, "address hint dropped"),
             }
         }
+        changed
     }
 
     /// A device came online: if this device is its vouchee and the key they share is still
