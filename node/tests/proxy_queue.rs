@@ -257,6 +257,49 @@ async fn acceptances_not_acknowledged_when_the_voucher_stopped_reach_the_vouchee
     assert_eq!(told, vec![t.id()]);
 }
 
+/// The voucher stops while its vouch is in flight, after the target accepted and before
+/// the answer arrived. After the restart the vouch is delivered again, and the target
+/// answers with the acceptance it stored: the session ends Accepted, not Rejected(Timeout)
+/// with the target trusting the vouchee. The stop is staged by putting the target back to
+/// Waiting in the stopped voucher's store, with a deadline two seconds away (without the
+/// re-queue at start, that deadline would record a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vouch_in_flight_when_the_voucher_stopped_is_delivered_again_after_its_restart() {
+    use vouchnet_protocol::model::{SessionState, VouchStatus};
+    let mut v = TestNode::start_with(fast("voucher")).await;
+    let t = TestNode::start_with(fast("target")).await;
+    let e = TestNode::start_with(fast("newcomer")).await;
+    pair_online(&v, &t).await;
+    pair_online(&e, &v).await;
+    let id = vouch(&v, &e, &[&t]).await;
+    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
+    wait_device(&t, e.id()).await;
+
+    v.config.listen = vec![listen_addr(&v)];
+    v.stop().await;
+    {
+        let store = vouchnet_storage::Store::open(v.dir.path()).unwrap();
+        let mut s = store.session(&id).unwrap().unwrap();
+        s.state = SessionState::InProgress;
+        s.finished_at = None;
+        s.targets.insert(
+            t.id(),
+            VouchStatus::Waiting {
+                nonce: vouchnet_protocol::VouchNonce([9; 16]),
+                digest: [9; 32],
+                deadline: vouchnet_node::clock::now().saturating_add(Duration::from_secs(2)),
+                user_prompted: false,
+            },
+        );
+        store.put_session(&s).unwrap();
+    }
+
+    v.restart().await;
+    let done = wait_session(&v, id, |s| s.state == "completed").await;
+    assert_eq!(status_of(&done, t.id()), ("accepted".to_owned(), None));
+    assert!(v.n().client.audit_verify().await.unwrap().ok);
+}
+
 /// A target's user answers while the voucher is away, so the answer (a request of its own)
 /// cannot be delivered. At the prompt's deadline the voucher does not record a timeout, which
 /// would leave the target trusting the newcomer while the newcomer never hears of it: it

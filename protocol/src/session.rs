@@ -360,6 +360,40 @@ impl VouchingSession {
         ))])
     }
 
+    /// The voucher restarted: no vouch it sent before is in flight any more, and an answer
+    /// given to one was lost with the connection. Each Waiting target whose user was not
+    /// asked goes back to the queue, to be delivered again (signed afresh); a target that
+    /// had decided answers with the decision it stored (check 8). Without this, the
+    /// deadline would record a timeout while the target may trust the vouchee. A target
+    /// whose user is being asked keeps waiting: that answer comes as a request of its own.
+    pub fn on_restart<V: VoucherView>(
+        &mut self,
+        ctx: &VoucherCtx<'_, V>,
+        now: Timestamp,
+    ) -> Vec<VoucherOutput> {
+        if self.state != SessionState::InProgress {
+            return Vec::new();
+        }
+        let interrupted: Vec<DeviceId> = self
+            .targets
+            .iter()
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    VouchStatus::Waiting {
+                        user_prompted: false,
+                        ..
+                    }
+                )
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        interrupted
+            .iter()
+            .flat_map(|t| self.on_send_failed(ctx, t, now).unwrap_or_default())
+            .collect()
+    }
+
     /// The target says its user is being asked, until `msg.deadline` on its clock. Accepted
     /// only from that target (`from` is the connection's id) and for the vouch in flight.
     /// The voucher then waits until `min(msg.deadline + skew, now + proxy_prompt_timeout +

@@ -1040,6 +1040,42 @@ fn pending_for(f: &Flight, i: usize, deadline: Timestamp) -> ProxyPairingPending
     }
 }
 
+/// After a restart of the voucher nothing it sent is in flight: a Waiting target whose user
+/// was not asked goes back to the queue (it answers a redelivery with what it stored); a
+/// prompted one keeps waiting for its user's answer. A session not in progress is left
+/// alone.
+#[test]
+fn a_restart_requeues_the_vouches_in_flight_but_not_the_prompted_ones() {
+    let mut f = in_flight();
+    let (t1, t2) = (f.n.tid(0), f.n.tid(1));
+    let p = pending_for(&f, 0, after(NOW, 3_600_000));
+    f.s.on_pending(&t1, &p, &f.n.cfg, NOW).unwrap();
+    let prompted = f.s.targets[&t1].clone();
+    let restart = after(NOW, 5);
+    let out = {
+        let ctx = VoucherCtx::new(&f.n.v, &f.n.cfg, &f.n.vview);
+        f.s.on_restart(&ctx, restart)
+    };
+    assert_eq!(
+        out,
+        vec![VoucherOutput::Enqueue(queue::new_entry(
+            f.s.id,
+            t2,
+            QueueKind::Vouch,
+            restart,
+            &f.n.cfg.queue,
+        ))]
+    );
+    assert_eq!(f.s.targets[&t2], VouchStatus::Queued);
+    assert_eq!(f.s.targets[&t1], prompted);
+    assert_eq!(f.s.state, SessionState::InProgress);
+
+    let mut pending = f.n.session();
+    let ctx = VoucherCtx::new(&f.n.v, &f.n.cfg, &f.n.vview);
+    assert_eq!(pending.on_restart(&ctx, restart), vec![]);
+    assert_eq!(pending.state, SessionState::Pending);
+}
+
 /// A target that said its user was asked and then stays silent past its deadline is not
 /// finalised as Timeout: its user's answer may have been lost on the way (it travels as a
 /// request of its own). The vouch goes back to the queue, to be delivered again at the

@@ -75,6 +75,31 @@ impl EventLoop {
         Ok(())
     }
 
+    /// At start, the vouches that were in flight when the node stopped go back to the queue,
+    /// as the session machine decides (`VouchingSession::on_restart`): an answer given to
+    /// one was lost with the connection, and the deadline would otherwise record a timeout
+    /// while the target may trust the vouchee.
+    pub(crate) fn requeue_interrupted_vouches(&mut self) -> Result<(), NodeError> {
+        let now = self.clock.now();
+        for mut session in self.store.sessions()? {
+            let outputs = {
+                let view = self.view();
+                let ctx = VoucherCtx::new(&self.keypair, &self.protocol, &view);
+                session.on_restart(&ctx, now)
+            };
+            if outputs.is_empty() {
+                continue;
+            }
+            let count = outputs.len();
+            self.commit_session(&session, outputs, |_| Ok(()))?;
+            tracing::info!(
+                "{count} vouch(es) of session {} were in flight when this node stopped: queued again",
+                session.id
+            );
+        }
+        Ok(())
+    }
+
     /// One poll: retention, then every due entry.
     pub(crate) fn queue_tick(&mut self) {
         let now = self.clock.now();
