@@ -710,7 +710,7 @@ impl Scenario {
             known.contains(&a.device)
                 && [&a.remove, &a.block]
                     .iter()
-                    .all(|o| o.as_ref().map_or(true, |n| known.contains(n)))
+                    .all(|o| o.as_ref().is_none_or(|n| known.contains(n)))
         });
         s
     }

@@ -453,7 +453,7 @@ impl Simulation {
         self.now = at;
         self.metrics.events += 1;
         self.handle(event);
-        if self.metrics.events % 4096 == 0 {
+        if self.metrics.events.is_multiple_of(4096) {
             let (now, n) = (self.now, self.metrics.events);
             if let Some(p) = &mut self.progress {
                 p(now, n);
@@ -1875,7 +1875,7 @@ impl Simulation {
             best.map(|b| dev.next_poll(b.max(self.now)))
         };
         let Some(at) = at else { return };
-        if dev.queue_wake.map_or(true, |q| at < q) {
+        if dev.queue_wake.is_none_or(|q| at < q) {
             self.devices[x as usize].queue_wake = Some(at);
             self.sched.push(at, Ev::QueueRun(x));
         }

@@ -81,6 +81,39 @@ struct Inner {
     _claim: Claim,
 }
 
+/// Removes the snapshot files the engine began and never finished.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it, and only then renames
+/// it to `snap.<lsn>`. But when it opens a database it also reads `.generating` files, so one
+/// cut short by a crash (power loss, SIGKILL) fails its checksum, is reported as corruption,
+/// and the database never opens again (sled issue 1527; the crash test hit it). Such a file
+/// is unfinished by construction, and whatever it would have replaced is still there: old
+/// snapshots are removed only after the rename. Removing it leaves the state of a crash just
+/// before the snapshot was begun, which the engine recovers from by replaying its log.
+///
+/// Done under the database's lock (the one the engine takes), so the files of a database
+/// another process has open are left alone; that open then fails as `Locked`.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+    let db_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))?;
+    if db_file.try_lock().is_err() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    // Dropping the handle releases the lock, before the engine takes it.
+    drop(db_file);
+    Ok(())
+}
+
 /// The databases this process has open. sled's file lock only tells processes apart, and
 /// sled releases it lazily after the last handle is dropped (background writes and deferred
 /// destruction may still hold the file), so the store keeps its own in-process claim: a
@@ -179,6 +212,8 @@ impl Store {
             return Err(StoreError::Corrupt {
                 detail: format!("{} exists but holds no database file", path.display()),
             });
+        } else {
+            remove_unfinished_snapshots(&path)?;
         }
         let creating = marker.exists();
 
@@ -853,7 +888,7 @@ impl Store {
             {
                 let beyond = layout::be_u64(&k).unwrap_or(u64::MAX);
                 let now_head = head_of(self.t(META).get(layout::META_AUDIT_HEAD).map_err(read)?)?;
-                if now_head.map_or(true, |nh| nh.seq < beyond) {
+                if now_head.is_none_or(|nh| nh.seq < beyond) {
                     return Err(AuditError::HeadMismatch {
                         head: Some(h.seq),
                         last: Some(beyond),
