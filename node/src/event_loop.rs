@@ -377,8 +377,7 @@ impl EventLoop {
             startup_peers: opts.peers,
         };
         el.load_paired_devices()?;
-        el.requeue_interrupted_vouches()?;
-        el.requeue_untold_acceptances()?;
+        el.requeue_after_restart()?;
         Ok(el)
     }
 

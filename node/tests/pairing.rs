@@ -330,21 +330,13 @@ async fn a_device_that_lost_its_pairing_can_pair_again_with_both_users_confirmin
 
     confirm_pairing(&b, &a).await;
     let phone = b.id().to_string();
-    let laptop = a.id().to_string();
     eventually(|| async {
         let devices = a.devices().await;
         (devices.len() == 1 && devices[0].device_id == phone && devices[0].paired_at > first)
             .then_some(())
     })
     .await;
-    eventually(|| async {
-        b.devices()
-            .await
-            .iter()
-            .any(|d| d.device_id == laptop)
-            .then_some(())
-    })
-    .await;
+    wait_listed(&b, a.id()).await;
 
     let trail: Vec<String> = a
         .n()

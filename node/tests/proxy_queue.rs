@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use vouchnet_node::clock::Clock;
 use vouchnet_node::events::{NodeEvent, ResourceKind};
 use vouchnet_node::{NodeConfig, Tuning};
+use vouchnet_protocol::{DeviceId, SessionId};
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -185,8 +186,10 @@ async fn a_queued_vouch_expires_after_seven_days_and_the_session_is_removed_an_h
     assert!(v.n().client.audit_verify().await.unwrap().ok);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
+/// V (voucher), T (target) and E (newcomer): E paired with V and went offline, V vouched
+/// for it to T, and T accepted. Returns them with E's id and the session id.
+async fn accepted_while_the_vouchee_is_offline(
+) -> (TestNode, TestNode, TestNode, DeviceId, SessionId) {
     let v = TestNode::start_with(fast("voucher")).await;
     let t = TestNode::start_with(fast("target")).await;
     let mut e = TestNode::start_with(fast("newcomer")).await;
@@ -195,11 +198,16 @@ async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
     let e_id = e.id();
     e.stop().await;
     wait_online(&v, e_id, false).await;
-
     let id = v.n().client.vouch(e_id, vec![t.id()], false).await.unwrap();
-    let id = vouchnet_protocol::SessionId::from_hex(&id.session_id).unwrap();
+    let id = SessionId::from_hex(&id.session_id).unwrap();
     assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
     wait_device(&t, e_id).await;
+    (v, t, e, e_id, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
+    let (v, t, mut e, _, _) = accepted_while_the_vouchee_is_offline().await;
 
     e.restart().await;
     let d = wait_device(&e, t.id()).await;
@@ -216,18 +224,7 @@ async fn an_offline_vouchee_hears_of_its_acceptances_when_it_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptances_not_acknowledged_when_the_voucher_stopped_reach_the_vouchee_after_its_restart()
 {
-    let mut v = TestNode::start_with(fast("voucher")).await;
-    let t = TestNode::start_with(fast("target")).await;
-    let mut e = TestNode::start_with(fast("newcomer")).await;
-    pair_online(&v, &t).await;
-    pair_online(&e, &v).await;
-    let e_id = e.id();
-    e.stop().await;
-    wait_online(&v, e_id, false).await;
-    let id = v.n().client.vouch(e_id, vec![t.id()], false).await.unwrap();
-    let id = vouchnet_protocol::SessionId::from_hex(&id.session_id).unwrap();
-    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
-    wait_device(&t, e_id).await;
+    let (mut v, t, mut e, e_id, id) = accepted_while_the_vouchee_is_offline().await;
 
     v.config.listen = vec![listen_addr(&v)];
     v.stop().await;

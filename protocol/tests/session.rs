@@ -1040,6 +1040,17 @@ fn pending_for(f: &Flight, i: usize, deadline: Timestamp) -> ProxyPairingPending
     }
 }
 
+/// The outputs that put the vouch to `target` back in the queue at `at`.
+fn requeued(f: &Flight, target: DeviceId, at: Timestamp) -> Vec<VoucherOutput> {
+    vec![VoucherOutput::Enqueue(queue::new_entry(
+        f.s.id,
+        target,
+        QueueKind::Vouch,
+        at,
+        &f.n.cfg.queue,
+    ))]
+}
+
 /// After a restart of the voucher nothing it sent is in flight: a Waiting target whose user
 /// was not asked goes back to the queue (it answers a redelivery with what it stored); a
 /// prompted one keeps waiting for its user's answer. A session not in progress is left
@@ -1056,16 +1067,7 @@ fn a_restart_requeues_the_vouches_in_flight_but_not_the_prompted_ones() {
         let ctx = VoucherCtx::new(&f.n.v, &f.n.cfg, &f.n.vview);
         f.s.on_restart(&ctx, restart)
     };
-    assert_eq!(
-        out,
-        vec![VoucherOutput::Enqueue(queue::new_entry(
-            f.s.id,
-            t2,
-            QueueKind::Vouch,
-            restart,
-            &f.n.cfg.queue,
-        ))]
-    );
+    assert_eq!(out, requeued(&f, t2, restart));
     assert_eq!(f.s.targets[&t2], VouchStatus::Queued);
     assert_eq!(f.s.targets[&t1], prompted);
     assert_eq!(f.s.state, SessionState::InProgress);
@@ -1094,16 +1096,7 @@ fn a_prompted_target_silent_past_its_deadline_is_asked_again_through_the_queue()
     );
     assert!(matches!(f.s.targets[&t1], VouchStatus::Waiting { .. }));
     let out = f.n.timeout(&mut f.s, due);
-    assert_eq!(
-        out,
-        vec![VoucherOutput::Enqueue(queue::new_entry(
-            f.s.id,
-            t1,
-            QueueKind::Vouch,
-            due,
-            &f.n.cfg.queue,
-        ))]
-    );
+    assert_eq!(out, requeued(&f, t1, due));
     assert_eq!(f.s.targets[&t1], VouchStatus::Queued);
     // The silent T2, never prompted, timed out long before.
     assert!(matches!(

@@ -36,50 +36,16 @@ use vouchnet_storage::{AuditEvent, Enqueued, QueueRef, RetentionPolicy};
 const BATCH: usize = 256;
 
 impl EventLoop {
-    /// At start, gives every vouchee that may not have heard of all its acceptances a queue
-    /// entry, delivered when it is next online.
-    ///
-    /// A notification sent over the connection (or waiting for the one in flight) lives only
-    /// in memory until the vouchee acknowledges it; a stop or crash in between would leave
-    /// the targets trusting the vouchee while it never learns of them. The session records
-    /// which acceptances the vouchee acknowledged, so the ones it may have missed are known;
-    /// hearing of one twice is harmless (the vouchee stores nothing the second time).
-    pub(crate) fn requeue_untold_acceptances(&mut self) -> Result<(), NodeError> {
-        let now = self.clock.now();
-        for session in self.store.sessions()? {
-            if session.unnotified_acceptances() == 0 {
-                continue;
-            }
-            let held = self
-                .paired_record(&session.vouchee)
-                .is_some_and(|d| d.trust_level != TrustLevel::Blocked);
-            if !held {
-                continue;
-            }
-            let entry = queue::new_entry(
-                session.id,
-                session.vouchee,
-                QueueKind::NotifyVouchee,
-                now,
-                &self.protocol.queue,
-            );
-            if self.store.enqueue(&entry)? == Enqueued::New {
-                tracing::info!(
-                    vouchee = %session.vouchee,
-                    "{} acceptance(s) of session {} not yet acknowledged: queued for the vouchee",
-                    session.unnotified_acceptances(),
-                    session.id
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// At start, the vouches that were in flight when the node stopped go back to the queue,
-    /// as the session machine decides (`VouchingSession::on_restart`): an answer given to
-    /// one was lost with the connection, and the deadline would otherwise record a timeout
-    /// while the target may trust the vouchee.
-    pub(crate) fn requeue_interrupted_vouches(&mut self) -> Result<(), NodeError> {
+    /// At start, puts back in the queue what was in flight when the node stopped, as the
+    /// store alone can tell (one pass over the sessions):
+    /// - the vouches, as the session machine decides (`VouchingSession::on_restart`): an
+    ///   answer given to one was lost with the connection, and the deadline would otherwise
+    ///   record a timeout while the target may trust the vouchee;
+    /// - the acceptances a vouchee has not acknowledged: a notification on its way (or
+    ///   waiting for the one on its way) lives only in memory, and without this the targets
+    ///   would trust a vouchee that never learns of them. Hearing of one twice is harmless
+    ///   (the vouchee stores nothing the second time).
+    pub(crate) fn requeue_after_restart(&mut self) -> Result<(), NodeError> {
         let now = self.clock.now();
         for mut session in self.store.sessions()? {
             let outputs = {
@@ -87,15 +53,28 @@ impl EventLoop {
                 let ctx = VoucherCtx::new(&self.keypair, &self.protocol, &view);
                 session.on_restart(&ctx, now)
             };
-            if outputs.is_empty() {
-                continue;
+            if !outputs.is_empty() {
+                let count = outputs.len();
+                self.commit_session(&session, outputs, |_| Ok(()))?;
+                tracing::info!(
+                    "{count} vouch(es) of session {} were in flight when this node stopped: queued again",
+                    session.id
+                );
             }
-            let count = outputs.len();
-            self.commit_session(&session, outputs, |_| Ok(()))?;
-            tracing::info!(
-                "{count} vouch(es) of session {} were in flight when this node stopped: queued again",
-                session.id
-            );
+            let held = self
+                .paired_record(&session.vouchee)
+                .is_some_and(|d| d.trust_level != TrustLevel::Blocked);
+            if session.unnotified_acceptances() > 0
+                && held
+                && self.queue_notification(session.id, session.vouchee)? == Enqueued::New
+            {
+                tracing::info!(
+                    vouchee = %session.vouchee,
+                    "{} acceptance(s) of session {} not yet acknowledged: queued for the vouchee",
+                    session.unnotified_acceptances(),
+                    session.id
+                );
+            }
         }
         Ok(())
     }
@@ -213,17 +192,8 @@ impl EventLoop {
                     let view = self.view();
                     session.vouchee_notification(&view)
                 };
-                let told = complete.accepted.iter().map(|a| a.device_id).collect();
                 self.proxy.in_flight.insert(r);
-                self.send(
-                    entry.recipient,
-                    Message::ProxyPairingComplete(complete),
-                    Token::Notify {
-                        session: session.id,
-                        told,
-                        queued: Some(r),
-                    },
-                );
+                self.dispatch_notification(session.id, entry.recipient, complete, Some(r));
             }
         }
     }
@@ -305,20 +275,7 @@ impl EventLoop {
             };
             // The session machine tells the vouchee the whole result when the last target
             // is final; an expiry completes it here, so the node does.
-            if self.presence.is_online(&s.vouchee) {
-                self.notify_vouchee_now(&s);
-            } else {
-                let entry = queue::new_entry(
-                    id,
-                    s.vouchee,
-                    QueueKind::NotifyVouchee,
-                    now,
-                    &self.protocol.queue,
-                );
-                if let Err(e) = self.store.enqueue(&entry) {
-                    tracing::error!("cannot queue the vouchee's notification: {e}");
-                }
-            }
+            self.tell_vouchee(&s);
         }
     }
 }

@@ -38,7 +38,7 @@ use vouchnet_protocol::queue::{self, QueueOutcome};
 use vouchnet_protocol::session::{SessionError, VoucherCtx, VoucherOutput};
 use vouchnet_protocol::{DeviceId, SessionId, Timestamp};
 use vouchnet_storage::{
-    AuditEvent, ConfirmedAction, DeviceRecord, QueueRef, StoreError, TxError, Txn,
+    AuditEvent, ConfirmedAction, DeviceRecord, Enqueued, QueueRef, StoreError, TxError, Txn,
 };
 
 /// Targets' answers that were checked and applied to their sessions in memory, waiting to
@@ -371,6 +371,18 @@ impl EventLoop {
         if self.proxy.coalesce_notification(session) {
             return;
         }
+        self.dispatch_notification(session, to, complete, None);
+    }
+
+    /// Sends `complete` to the vouchee `to`, remembering which acceptances it tells of and,
+    /// for a delivery from the queue, which entry it settles.
+    pub(crate) fn dispatch_notification(
+        &mut self,
+        session: SessionId,
+        to: DeviceId,
+        complete: ProxyPairingComplete,
+        queued: Option<QueueRef>,
+    ) {
         let told = complete.accepted.iter().map(|a| a.device_id).collect();
         self.send(
             to,
@@ -378,26 +390,34 @@ impl EventLoop {
             Token::Notify {
                 session,
                 told,
-                queued: None,
+                queued,
             },
         );
     }
 
-    /// Tells the vouchee of `session` what it has not heard yet: now if it is online,
-    /// else through the queue.
-    fn tell_vouchee(&mut self, session: &VouchingSession) {
-        if self.presence.is_online(&session.vouchee) {
-            self.notify_vouchee_now(session);
-            return;
-        }
+    /// Queues a notification for the vouchee `vouchee` of `session` (one entry per session:
+    /// an existing one is kept); its delivery tells everything not yet acknowledged.
+    pub(crate) fn queue_notification(
+        &mut self,
+        session: SessionId,
+        vouchee: DeviceId,
+    ) -> Result<Enqueued, StoreError> {
         let entry = queue::new_entry(
-            session.id,
-            session.vouchee,
+            session,
+            vouchee,
             QueueKind::NotifyVouchee,
             self.clock.now(),
             &self.protocol.queue,
         );
-        if let Err(e) = self.store.enqueue(&entry) {
+        self.store.enqueue(&entry)
+    }
+
+    /// Tells the vouchee of `session` what it has not heard yet: now if it is online,
+    /// else through the queue.
+    pub(crate) fn tell_vouchee(&mut self, session: &VouchingSession) {
+        if self.presence.is_online(&session.vouchee) {
+            self.notify_vouchee_now(session);
+        } else if let Err(e) = self.queue_notification(session.id, session.vouchee) {
             tracing::warn!(vouchee = %session.vouchee, "cannot queue the vouchee's notification: {e}");
         }
     }
@@ -659,16 +679,7 @@ impl EventLoop {
                             .delivery_failed(r, now, &self.protocol.queue)
                             .map(|_| ())
                     }
-                    None => self
-                        .store
-                        .enqueue(&queue::new_entry(
-                            session,
-                            device,
-                            QueueKind::NotifyVouchee,
-                            now,
-                            &self.protocol.queue,
-                        ))
-                        .map(|_| ()),
+                    None => self.queue_notification(session, device).map(|_| ()),
                 };
                 if let Err(e) = result {
                     tracing::warn!(%device, "cannot queue the vouchee's notification: {e}");

@@ -186,17 +186,21 @@ pub fn device_changed(device: DeviceId, online: bool) -> impl Fn(&NodeEvent) -> 
 /// Pairs `a` (initiator) and `b`: request, read both codes, each side types the other's.
 pub async fn pair(a: &TestNode, b: &TestNode) {
     confirm_pairing(a, b).await;
-    for (me, other) in [(a, b), (b, a)] {
-        let id = other.id().to_string();
-        eventually(|| async {
-            me.devices()
-                .await
-                .iter()
-                .any(|d| d.device_id == id)
-                .then_some(())
-        })
-        .await;
-    }
+    wait_listed(a, b.id()).await;
+    wait_listed(b, a.id()).await;
+}
+
+/// Waits until `me` lists `device` among its devices.
+pub async fn wait_listed(me: &TestNode, device: DeviceId) {
+    let id = device.to_string();
+    eventually(|| async {
+        me.devices()
+            .await
+            .iter()
+            .any(|d| d.device_id == id)
+            .then_some(())
+    })
+    .await;
 }
 
 /// `a` asks `b` to pair; both codes are read, checked equal, and each user types the other
