@@ -78,6 +78,8 @@ pub fn summary(event: &AuditEvent) -> String {
         }
         AuditEvent::Rekeyed { device } => format!("key shared with {device} replaced by a rekey"),
         AuditEvent::TombstoneCleared { device } => format!("tombstone of {device} cleared"),
+        AuditEvent::Blocked { device } => format!("blocked {device}, which was not paired"),
+        AuditEvent::Unblocked { device } => format!("lifted the block on {device}"),
         other => format!("{other:?}"),
     }
 }

@@ -48,6 +48,18 @@ pub enum Command {
         #[arg(value_parser = ["trusted", "unreliable", "blocked"])]
         level: String,
     },
+    /// Block a device, paired or not: no vouch adds it and its pairing requests are refused.
+    Block {
+        /// The device.
+        device_id: String,
+    },
+    /// Lift a device's block (a paired device becomes trusted again).
+    Unblock {
+        /// The device.
+        device_id: String,
+    },
+    /// List blocked devices, paired or not.
+    Blocked,
     /// Forget a paired device.
     Unpair {
         /// The device.

@@ -8,9 +8,9 @@
 use crate::error::NodeError;
 use crate::events::EventHub;
 use crate::views::{
-    AcceptOutcome, AuditEntryView, AuditVerifyView, ConfirmProxyOutcome, DeviceView, InboxMessage,
-    NodeInfo, PairRequestOutcome, PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome,
-    ReviewView, TrustChainView, VouchOutcome,
+    AcceptOutcome, AuditEntryView, AuditVerifyView, BlockView, ConfirmProxyOutcome, DeviceView,
+    InboxMessage, NodeInfo, PairRequestOutcome, PairingRequestView, PeerView, ProxyRequestView,
+    ReviewOutcome, ReviewView, TrustChainView, VouchOutcome,
 };
 use libp2p::Multiaddr;
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +56,12 @@ pub enum Command {
     Devices(Reply<Vec<DeviceView>>),
     /// Set a device's trust level.
     SetTrust(DeviceId, TrustLevel, Reply<DeviceView>),
+    /// Block a device, paired or not.
+    Block(DeviceId, Reply<BlockView>),
+    /// Lift a device's block.
+    Unblock(DeviceId, Reply<BlockView>),
+    /// Every blocked device.
+    Blocked(Reply<Vec<BlockView>>),
     /// Forget a device.
     Unpair(DeviceId, Reply<()>),
     /// Send a sealed text to a paired device.
@@ -210,6 +216,21 @@ impl Client {
         level: TrustLevel,
     ) -> Result<DeviceView, NodeError> {
         self.ask(|r| Command::SetTrust(device, level, r)).await
+    }
+
+    /// Blocks `device`, paired or not (see `vouchnet block`).
+    pub async fn block(&self, device: DeviceId) -> Result<BlockView, NodeError> {
+        self.ask(|r| Command::Block(device, r)).await
+    }
+
+    /// Lifts `device`'s block.
+    pub async fn unblock(&self, device: DeviceId) -> Result<BlockView, NodeError> {
+        self.ask(|r| Command::Unblock(device, r)).await
+    }
+
+    /// Every blocked device, paired or not.
+    pub async fn blocked(&self) -> Result<Vec<BlockView>, NodeError> {
+        self.ask(Command::Blocked).await
     }
 
     /// Forgets `device`.

@@ -12,9 +12,9 @@ use crate::cli::{
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError};
 use crate::views::{
-    AuditEntryView, AuditVerifyView, ConfirmProxyOutcome, DeviceView, InboxMessage, NodeInfo,
-    PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome, ReviewView, TrustChainView,
-    VouchOutcome,
+    AuditEntryView, AuditVerifyView, BlockView, ConfirmProxyOutcome, DeviceView, InboxMessage,
+    NodeInfo, PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome, ReviewView,
+    TrustChainView, VouchOutcome,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -43,6 +43,21 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let d: DeviceView = parse(v)?;
             out.show(&d, || {
                 format!("{} ({}) is now {}", d.name, d.device_id, d.trust_level)
+            })
+        }
+        Command::Block { device_id } => {
+            block_action(&dir, &out, "network.device.block", &device_id).await
+        }
+        Command::Unblock { device_id } => {
+            block_action(&dir, &out, "network.device.unblock", &device_id).await
+        }
+        Command::Blocked => {
+            let list: Vec<BlockView> = parse(api(&dir)?.get("/v1/blocked").await?)?;
+            out.show(&list, || {
+                if list.is_empty() {
+                    return "No blocked devices.".to_owned();
+                }
+                list.iter().map(block_line).collect::<Vec<_>>().join("\n")
             })
         }
         Command::Unpair { device_id } => {
@@ -330,6 +345,27 @@ async fn peers(dir: &DataDir, out: &Output) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     })
+}
+
+/// `block` and `unblock`: the action, then the device's block as it now stands.
+async fn block_action(dir: &DataDir, out: &Output, action: &str, device_id: &str) -> Result<()> {
+    let v = api(dir)?
+        .action(action, json!({"device_id": device_id}))
+        .await?;
+    let b: BlockView = parse(v)?;
+    out.show(&b, || block_line(&b))
+}
+
+fn block_line(b: &BlockView) -> String {
+    let who = match &b.name {
+        Some(name) => format!("{name} ({})", b.device_id),
+        None => b.device_id.clone(),
+    };
+    let paired = if b.paired { "paired" } else { "not paired" };
+    match b.since {
+        Some(since) if b.blocked => format!("{who}  {paired}  blocked since {}", fmt_time(since)),
+        _ => format!("{who}  {paired}  not blocked"),
+    }
 }
 
 async fn devices(dir: &DataDir, out: &Output) -> Result<()> {

@@ -1026,6 +1026,10 @@ impl EventLoop {
                 return Some(CancelReason::Aborted);
             }
             tracing::info!(%device, "{} asks to pair again", rec.name.as_str());
+        } else if self.store.is_blocked_unpaired(&device).unwrap_or(true) {
+            // Blocked before it was ever paired (or after it was removed); a store that
+            // cannot say refuses rather than risk it.
+            return Some(CancelReason::Aborted);
         }
         if self.pairing.view(&device).is_some() {
             // The machine answers a second request itself (AlreadyInProgress, or the
@@ -1068,7 +1072,7 @@ impl EventLoop {
     }
 
     /// Applies the pairing machine's outputs, in order. Returns whether a pairing was stored.
-    fn apply_pairing(&mut self, outputs: Vec<PairingOutput>) -> bool {
+    pub(crate) fn apply_pairing(&mut self, outputs: Vec<PairingOutput>) -> bool {
         let mut stored = false;
         for out in outputs {
             match out {
@@ -1380,6 +1384,15 @@ impl EventLoop {
             Command::SetTrust(device, level, r) => {
                 let _ = r.send(self.set_trust(device, level));
             }
+            Command::Block(device, r) => {
+                let _ = r.send(self.block(device));
+            }
+            Command::Unblock(device, r) => {
+                let _ = r.send(self.unblock(device));
+            }
+            Command::Blocked(r) => {
+                let _ = r.send(self.blocked());
+            }
             Command::Unpair(device, r) => {
                 let _ = r.send(self.unpair(device));
             }
@@ -1512,6 +1525,11 @@ impl EventLoop {
                 crate::views::trust_level_name(rec.trust_level)
             )));
         }
+        if self.store.is_blocked_unpaired(&device)? {
+            return Err(NodeError::Conflict(format!(
+                "{device} is blocked; `vouchnet unblock {device}` first to pair with it"
+            )));
+        }
         let peer = peer_of(&device);
         if let Some(addr) = addr {
             if let Some(Protocol::P2p(id)) = addr.iter().last() {
@@ -1589,7 +1607,11 @@ impl EventLoop {
             .ok_or_else(|| NodeError::NotFound(format!("{device} is not a paired device")))
     }
 
-    fn set_trust(&mut self, device: DeviceId, level: TrustLevel) -> Result<DeviceView, NodeError> {
+    pub(crate) fn set_trust(
+        &mut self,
+        device: DeviceId,
+        level: TrustLevel,
+    ) -> Result<DeviceView, NodeError> {
         self.require_device(&device)?;
         let previous = self.store.set_trust(&device, level, self.clock.now())?;
         let peer = peer_of(&device);

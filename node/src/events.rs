@@ -32,6 +32,8 @@ pub enum ResourceKind {
     VouchingSession,
     /// A vouch waiting for this device's user (id: the prompt id of `proxy requests`).
     ProxyRequest,
+    /// A blocked device, paired or not, as `blocked` lists it (id: device id).
+    Block,
 }
 
 /// Something the UI should know about.

@@ -21,6 +21,7 @@ pub mod addrbook;
 pub mod api;
 pub mod api_client;
 pub mod audit;
+mod blocking;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -23,6 +23,21 @@ pub struct NodeInfo {
     pub fingerprint: String,
 }
 
+/// A device's block (`vouchnet block|unblock|blocked`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// Its id.
+    pub device_id: String,
+    /// Its name, if it is paired.
+    pub name: Option<String>,
+    /// Whether this device holds a pairing with it (blocked or not).
+    pub paired: bool,
+    /// Whether it is blocked now.
+    pub blocked: bool,
+    /// When it was blocked (milliseconds since the epoch), while it is.
+    pub since: Option<u64>,
+}
+
 /// One paired device (`vouchnet devices`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceView {

@@ -151,6 +151,53 @@ fn proxy_commands_answer_clearly_on_a_device_with_nothing_to_vouch() {
 }
 
 #[test]
+fn a_device_never_paired_is_blocked_listed_and_unblocked_through_the_cli() {
+    let a = Node::start("laptop");
+    // A device this one has never met: its id, from a data directory of its own.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = json(
+        &other.path().join("lost-phone"),
+        &["init", "--name", "lost-phone"],
+    )["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let block = json(&a.dir, &["block", &stranger]);
+    assert_eq!(block["device_id"], stranger.as_str());
+    assert_eq!(block["name"], Value::Null);
+    assert_eq!(block["paired"], false);
+    assert_eq!(block["blocked"], true);
+    assert!(block["since"].is_u64(), "{block}");
+    assert_eq!(
+        json(&a.dir, &["blocked"]),
+        Value::Array(vec![block.clone()])
+    );
+    let text = vouchnet(&a.dir, &["blocked"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with(&format!("{stranger}  not paired  blocked since ")),
+        "{text}"
+    );
+
+    let out = vouchnet(&a.dir, &["unblock", &stranger]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{stranger}  not paired  not blocked")
+    );
+    assert_eq!(json(&a.dir, &["blocked"]), Value::Array(vec![]));
+    let again = vouchnet(&a.dir, &["unblock", &stranger]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains(&format!("{stranger} is not blocked")), "{err}");
+
+    let audit = json(&a.dir, &["audit", "--verify"]);
+    assert_eq!(audit["ok"], true);
+    assert_eq!(audit["entries"], 2);
+}
+
+#[test]
 fn an_invalid_configuration_is_refused_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -700,6 +700,8 @@ function apply(ev) {
         auditSoon();
       } else if (ev.resource === 'proxy_request') {
         addProxy({ id: ev.id, ...ev.data });
+      } else if (ev.resource === 'block') {
+        auditSoon();
       }
       break;
     case 'ResourceDeleted':
@@ -713,7 +715,9 @@ function apply(ev) {
         state.sessions.delete(ev.id);
         state.ready.delete(ev.id);
         changed('sessions', 'prompts');
-      } else if (state.proxy.delete(String(ev.id))) {
+      } else if (ev.resource === 'block') {
+        auditSoon();
+      } else if (ev.resource === 'proxy_request' && state.proxy.delete(String(ev.id))) {
         changed('prompts');
       }
       break;

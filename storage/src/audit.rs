@@ -214,6 +214,18 @@ pub enum AuditEvent {
         /// Kept (true) or removed (false, revoked in the same transaction).
         kept: bool,
     },
+    /// The user blocked a device this one holds no record of (never paired, or removed):
+    /// no vouch adds it and its pairing requests are refused. A paired device's block is a
+    /// `TrustChanged`.
+    Blocked {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The user lifted a block recorded as `Blocked`.
+    Unblocked {
+        /// The device.
+        device: DeviceId,
+    },
 }
 
 /// What a node does with the devices a voucher vouched for when the user unpairs that
@@ -655,6 +667,8 @@ pub fn verify_evidence(event: &AuditEvent) -> Result<(), EvidenceError> {
         | AuditEvent::KeyProofFailed { .. }
         | AuditEvent::Rekeyed { .. }
         | AuditEvent::TombstoneCleared { .. }
+        | AuditEvent::Blocked { .. }
+        | AuditEvent::Unblocked { .. }
         | AuditEvent::VoucherRemoved { .. }
         | AuditEvent::ReviewResolved { .. } => Ok(()),
     }

@@ -96,8 +96,12 @@ pub struct Tombstone {
     pub device_id: DeviceId,
     /// Why.
     pub reason: TombstoneReason,
-    /// When.
+    /// When it was written.
     pub at: Timestamp,
+    /// For a device blocked while it had no record (never paired, or already removed or
+    /// revoked): the tombstone it had before the block, which lifting the block restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_over: Option<TombstoneReason>,
 }
 
 /// Why a device was revoked (audited).

@@ -571,6 +571,24 @@ impl Store {
         self.all_decoded(TOMBSTONES, "tombstone")
     }
 
+    /// Blocks a device this one holds no record of (see [`Txn::block_unpaired`]).
+    pub fn block_unpaired(&self, id: &DeviceId, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(|tx| tx.block_unpaired(id, at))
+    }
+
+    /// Lifts such a block (see [`Txn::unblock_unpaired`]).
+    pub fn unblock_unpaired(&self, id: &DeviceId, at: Timestamp) -> Result<Tombstone, StoreError> {
+        self.write(|tx| tx.unblock_unpaired(id, at))
+    }
+
+    /// True if the user blocked this device while it had no record.
+    pub fn is_blocked_unpaired(&self, id: &DeviceId) -> Result<bool, StoreError> {
+        Ok(self.device(id)?.is_none()
+            && self
+                .tombstone(id)?
+                .is_some_and(|t| t.reason == crate::records::TombstoneReason::Blocked))
+    }
+
     /// Clears a tombstone (see [`Txn::clear_tombstone`]).
     pub fn clear_tombstone(&self, id: &DeviceId, at: Timestamp) -> Result<Tombstone, StoreError> {
         self.write(|tx| tx.clear_tombstone(id, at))

@@ -45,6 +45,8 @@ enum Op {
     PairDirect(u8),
     SetTrust(u8, TrustLevel),
     Unpair(u8),
+    BlockUnpaired(u8),
+    UnblockUnpaired(u8),
     Touch(u8),
     Accept {
         voucher: u8,
@@ -141,6 +143,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => peer().prop_map(Op::PairDirect),
         1 => (peer(), trust()).prop_map(|(d, t)| Op::SetTrust(d, t)),
         1 => peer().prop_map(Op::Unpair),
+        1 => peer().prop_map(Op::BlockUnpaired),
+        1 => peer().prop_map(Op::UnblockUnpaired),
         1 => peer().prop_map(Op::Touch),
         3 => (peer(), peer(), s.clone(), 1u64..=6)
             .prop_map(|(voucher, vouchee, session, nonce)| Op::Accept { voucher, vouchee, session, nonce }),
@@ -449,12 +453,76 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
     let op = resolved.as_ref().unwrap_or(op);
     match op {
         Op::PairDirect(d) => {
-            let rec = store.pair_direct(&direct(*d, now)).expect("pair");
-            m.tombstones.remove(&id(*d));
-            // Pairing again with a device still stored (a re-pairing) first records that
-            // the old pairing ended.
-            let again = m.devices.insert(id(*d), rec).is_some();
-            m.audit += if again { 2 } else { 1 };
+            let got = store.pair_direct(&direct(*d, now)).map_err(reduce);
+            let blocked = !m.devices.contains_key(&id(*d))
+                && m.tombstones
+                    .get(&id(*d))
+                    .is_some_and(|t| t.reason == TombstoneReason::Blocked);
+            if blocked {
+                assert_eq!(got, Err(Err::InvalidTransition));
+            } else {
+                let rec = got.expect("pair");
+                m.tombstones.remove(&id(*d));
+                // Pairing again with a device still stored (a re-pairing) first records
+                // that the old pairing ended.
+                let again = m.devices.insert(id(*d), rec).is_some();
+                m.audit += if again { 2 } else { 1 };
+            }
+        }
+        Op::BlockUnpaired(d) => {
+            let got = store.block_unpaired(&id(*d), now).map_err(reduce);
+            let want = if m.devices.contains_key(&id(*d)) {
+                Err(Err::InvalidTransition)
+            } else {
+                match m.tombstones.get(&id(*d)).map(|t| t.reason) {
+                    Some(TombstoneReason::Blocked) => Ok(false),
+                    before => {
+                        m.tombstones.insert(
+                            id(*d),
+                            Tombstone {
+                                device_id: id(*d),
+                                reason: TombstoneReason::Blocked,
+                                at: now,
+                                blocked_over: before,
+                            },
+                        );
+                        m.audit += 1;
+                        Ok(true)
+                    }
+                }
+            };
+            assert_eq!(got, want);
+        }
+        Op::UnblockUnpaired(d) => {
+            let got = store.unblock_unpaired(&id(*d), now).map_err(reduce);
+            let want = if m.devices.contains_key(&id(*d)) {
+                Err(Err::InvalidTransition)
+            } else {
+                match m.tombstones.get(&id(*d)).cloned() {
+                    Some(block) if block.reason == TombstoneReason::Blocked => {
+                        match block.blocked_over {
+                            Some(reason) => {
+                                m.tombstones.insert(
+                                    id(*d),
+                                    Tombstone {
+                                        device_id: id(*d),
+                                        reason,
+                                        at: now,
+                                        blocked_over: None,
+                                    },
+                                );
+                            }
+                            None => {
+                                m.tombstones.remove(&id(*d));
+                            }
+                        }
+                        m.audit += 1;
+                        Ok(block)
+                    }
+                    _ => Err(Err::NotFound(RecordKind::Tombstone)),
+                }
+            };
+            assert_eq!(got, want);
         }
         Op::SetTrust(d, to) => {
             let got = store.set_trust(&id(*d), *to, now).map_err(reduce);
@@ -472,6 +540,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
                                     device_id: id(*d),
                                     reason: TombstoneReason::Blocked,
                                     at: now,
+                                    blocked_over: None,
                                 },
                             );
                         } else if from == TrustLevel::Blocked
@@ -498,6 +567,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
                             device_id: id(*d),
                             reason: TombstoneReason::Removed,
                             at: now,
+                            blocked_over: None,
                         },
                     );
                     m.audit += 1;

@@ -197,6 +197,80 @@ fn last_seen_only_moves_forward() {
 }
 
 #[test]
+fn a_device_never_paired_can_be_blocked_and_unblocked() {
+    let (_d, store) = open();
+    assert!(store.block_unpaired(&id(1), at(1)).expect("block"));
+    let block = Tombstone {
+        device_id: id(1),
+        reason: TombstoneReason::Blocked,
+        at: at(1),
+        blocked_over: None,
+    };
+    assert_eq!(store.tombstone(&id(1)).expect("read"), Some(block.clone()));
+    assert!(store.is_blocked_unpaired(&id(1)).expect("read"));
+    // Blocking again writes nothing.
+    assert!(!store.block_unpaired(&id(1), at(2)).expect("block"));
+    // A direct pairing cannot slip past the block.
+    let refused = store.pair_direct(&direct(1, at(3)));
+    assert!(
+        matches!(refused, Err(StoreError::InvalidTransition { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.device(&id(1)).expect("read"), None);
+    assert_eq!(
+        store.unblock_unpaired(&id(1), at(4)).expect("unblock"),
+        block
+    );
+    assert_eq!(store.tombstone(&id(1)).expect("read"), None);
+    assert!(!store.is_blocked_unpaired(&id(1)).expect("read"));
+    assert!(matches!(
+        store.unblock_unpaired(&id(1), at(5)),
+        Err(StoreError::NotFound(RecordKind::Tombstone))
+    ));
+    assert_eq!(
+        events(&store),
+        vec![
+            AuditEvent::Blocked { device: id(1) },
+            AuditEvent::Unblocked { device: id(1) },
+        ]
+    );
+    assert_eq!(store.verify_audit().expect("verifies").entries, 2);
+    store
+        .pair_direct(&direct(1, at(6)))
+        .expect("pairs once unblocked");
+}
+
+#[test]
+fn blocking_a_removed_device_keeps_its_tombstone_for_when_the_block_is_lifted() {
+    let (_d, store) = open();
+    store.pair_direct(&direct(1, at(1))).expect("pair");
+    assert!(matches!(
+        store.block_unpaired(&id(1), at(2)),
+        Err(StoreError::InvalidTransition { .. })
+    ));
+    store.unpair(&id(1), at(3)).expect("unpair");
+    assert!(store.block_unpaired(&id(1), at(4)).expect("block"));
+    assert_eq!(
+        store
+            .tombstone(&id(1))
+            .expect("read")
+            .map(|t| (t.reason, t.blocked_over)),
+        Some((TombstoneReason::Blocked, Some(TombstoneReason::Removed)))
+    );
+    store.unblock_unpaired(&id(1), at(5)).expect("unblock");
+    // Still removed: no vouch brings it back, only a direct pairing.
+    assert_eq!(
+        store.tombstone(&id(1)).expect("read"),
+        Some(Tombstone {
+            device_id: id(1),
+            reason: TombstoneReason::Removed,
+            at: at(5),
+            blocked_over: None,
+        })
+    );
+}
+
+#[test]
 fn unpairing_tombstones_the_device_and_keeps_its_history() {
     let (_d, store) = open();
     store.pair_direct(&direct(1, at(1))).expect("pair");
@@ -210,7 +284,8 @@ fn unpairing_tombstones_the_device_and_keeps_its_history() {
         Some(Tombstone {
             device_id: id(1),
             reason: TombstoneReason::Removed,
-            at: at(3)
+            at: at(3),
+            blocked_over: None,
         })
     );
     let after = store.audit_entries(0, 10).expect("audit");

@@ -5,6 +5,7 @@
 //! GET  /v1/node                                   → NodeInfo
 //! GET  /v1/peers                                  → [PeerView]
 //! GET  /v1/devices                                → [DeviceView]
+//! GET  /v1/blocked                                → [BlockView]
 //! GET  /v1/pairings                               → [PairingRequestView]
 //! GET  /v1/sessions, /v1/sessions/{id}            → vouching sessions
 //! GET  /v1/proxy/requests                         → [ProxyRequestView]
@@ -18,7 +19,8 @@
 //! Actions: `network.pair.request {device_id, addr?}`, `network.pair.accept {device_id,
 //! code?}`, `network.pair.reject {device_id}`, `network.pair.vouch {vouchee, to?, all?}`,
 //! `network.pair.confirmProxy {id, accept}`, `network.device.setTrust {device_id,
-//! trust_level}`, `network.device.unpair {device_id}`, `network.device.review {device_id,
+//! trust_level}`, `network.device.block {device_id}`, `network.device.unblock {device_id}`,
+//! `network.device.unpair {device_id}`, `network.device.review {device_id,
 //! keep}`, `network.message.send {device_id, text}`, `network.dial {addr}`.
 //!
 //! Errors are `{"error": {"kind": "...", "message": "..."}}` with the status of
@@ -144,6 +146,7 @@ pub fn router(client: Client, token: String) -> Router {
         .route("/v1/node", get(node_info))
         .route("/v1/peers", get(peers))
         .route("/v1/devices", get(devices))
+        .route("/v1/blocked", get(blocked))
         .route("/v1/pairings", get(pairings))
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}", get(session))
@@ -220,6 +223,10 @@ async fn peers(State(s): State<ApiState>) -> ApiResult {
 
 async fn devices(State(s): State<ApiState>) -> ApiResult {
     to_json(s.client.devices().await?)
+}
+
+async fn blocked(State(s): State<ApiState>) -> ApiResult {
+    to_json(s.client.blocked().await?)
 }
 
 async fn pairings(State(s): State<ApiState>) -> ApiResult {
@@ -438,6 +445,14 @@ async fn run_action(client: &Client, name: &str, body: Value) -> Result<Option<V
                 ))
             })?;
             serde_json::to_value(client.set_trust(device_id(&p.device_id)?, level).await?)
+        }
+        "network.device.block" => {
+            let p: DeviceParams = params(body)?;
+            serde_json::to_value(client.block(device_id(&p.device_id)?).await?)
+        }
+        "network.device.unblock" => {
+            let p: DeviceParams = params(body)?;
+            serde_json::to_value(client.unblock(device_id(&p.device_id)?).await?)
         }
         "network.device.unpair" => {
             let p: DeviceParams = params(body)?;

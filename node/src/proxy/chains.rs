@@ -194,6 +194,14 @@ fn steps_of(me: &DeviceId, event: &AuditEvent) -> Vec<(DeviceId, String, Vec<Evi
         AuditEvent::TombstoneCleared { device } => {
             vec![(*device, "tombstone cleared".to_owned(), Vec::new())]
         }
+        AuditEvent::Blocked { device } => vec![(
+            *device,
+            "blocked by the user while not paired".to_owned(),
+            Vec::new(),
+        )],
+        AuditEvent::Unblocked { device } => {
+            vec![(*device, "block lifted by the user".to_owned(), Vec::new())]
+        }
         AuditEvent::VoucherRemoved {
             voucher,
             policy,

@@ -18,7 +18,8 @@
 //!    ([`users`]).
 //! 4. **Presence**: a device whose offline window starts is shut down; when it ends, its
 //!    node starts again on the same data directory ([`fleet`]).
-//! 5. **Actions**: `remove` unpairs, `block` sets the trust level to blocked.
+//! 5. **Actions**: `remove` unpairs, `block` blocks (a paired device by its trust level, one
+//!    not paired with a tombstone).
 //!
 //! ## Scenario time on the wall clock
 //!
@@ -619,25 +620,28 @@ impl Runner<'_> {
         let peer = self.devices[a.peer as usize].id;
         let result = match (self.client(a.device), a.kind) {
             (Some(c), PlannedActionKind::Remove) => c.unpair(peer).await.map_err(|e| e.to_string()),
-            (Some(c), PlannedActionKind::Block) => c
-                .set_trust(peer, TrustLevel::Blocked)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            // `block` works on a device paired or not (a device only heard of is blocked
+            // with a tombstone), as the simulator's users block.
+            (Some(c), PlannedActionKind::Block) => {
+                c.block(peer).await.map(|_| ()).map_err(|e| e.to_string())
+            }
             (None, PlannedActionKind::Block) => {
                 // The user blocks on a device that is off the network: what the node
-                // keeps of a block is the store's (trust level and tombstone); the rest
-                // (closing connections) has nothing to act on.
+                // keeps of a block is the store's (trust level, or a tombstone for a
+                // device not paired); the rest (closing connections) has nothing to act on.
                 let dev = &self.devices[a.device as usize];
                 let (dir, at) = (dev.dir().to_path_buf(), dev.clock().now());
                 tokio::task::spawn_blocking(move || {
-                    vouchnet_storage::Store::open(&dir)
-                        .and_then(|s| s.set_trust(&peer, TrustLevel::Blocked, at))
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    let store = vouchnet_storage::Store::open(&dir)?;
+                    if store.device(&peer)?.is_some() {
+                        store.set_trust(&peer, TrustLevel::Blocked, at).map(|_| ())
+                    } else {
+                        store.block_unpaired(&peer, at).map(|_| ())
+                    }
                 })
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
             }
             (None, PlannedActionKind::Remove) => {
                 Err("the device is offline (an unpairing needs the running node)".to_owned())

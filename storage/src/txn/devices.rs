@@ -56,6 +56,7 @@ impl Txn {
             device_id,
             reason,
             at,
+            blocked_over: None,
         };
         self.put(TOMBSTONES, &device_id.to_bytes(), &codec::encode(&t))
     }
@@ -68,7 +69,16 @@ impl Txn {
         if p.public_key.device_id() != p.device_id {
             return Err(StoreError::KeyMismatch(KeyError::Mismatch).into());
         }
-        if self.device(&p.device_id)?.is_some() {
+        let held = self.device(&p.device_id)?.is_some();
+        if !held && self.is_blocked_unpaired(&p.device_id)? {
+            // The node refuses such a pairing and cancels one in flight when the user
+            // blocks; this is the last line should the two ever cross.
+            return Err(StoreError::InvalidTransition {
+                detail: "the user blocked this device; unblock it before pairing",
+            }
+            .into());
+        }
+        if held {
             // A re-pairing (the other device had lost its side): the trail shows the old
             // pairing ending before the new one, so no device is ever added twice.
             self.record_event(
@@ -199,6 +209,68 @@ impl Txn {
         self.del(TOMBSTONES, &id.to_bytes())?;
         self.record_event(at, AuditEvent::TombstoneCleared { device: *id })?;
         Ok(t)
+    }
+
+    /// True if the user blocked this device while it had no record (see
+    /// [`Txn::block_unpaired`]).
+    pub fn is_blocked_unpaired(&self, id: &DeviceId) -> Result<bool, TxError> {
+        Ok(self.device(id)?.is_none()
+            && self
+                .tombstone(id)?
+                .is_some_and(|t| t.reason == TombstoneReason::Blocked))
+    }
+
+    /// The user blocks a device this one holds no record of: one never paired (a lost or
+    /// stolen device of theirs that others might vouch for), or one already removed. A
+    /// `Blocked` tombstone means no vouch adds it and the node refuses its pairing
+    /// requests. A tombstone it had (removed or revoked) is kept inside the block and comes
+    /// back when the block is lifted. Audited as `Blocked`. Returns false, writing nothing,
+    /// if it was already blocked. A paired device is blocked with [`Txn::set_trust`].
+    pub fn block_unpaired(&self, id: &DeviceId, at: Timestamp) -> Result<bool, TxError> {
+        if self.device(id)?.is_some() {
+            return Err(StoreError::InvalidTransition {
+                detail: "a paired device is blocked by changing its trust level",
+            }
+            .into());
+        }
+        let blocked_over = match self.tombstone(id)? {
+            Some(t) if t.reason == TombstoneReason::Blocked => return Ok(false),
+            Some(t) => Some(t.reason),
+            None => None,
+        };
+        let t = Tombstone {
+            device_id: *id,
+            reason: TombstoneReason::Blocked,
+            at,
+            blocked_over,
+        };
+        self.put(TOMBSTONES, &id.to_bytes(), &codec::encode(&t))?;
+        self.record_event(at, AuditEvent::Blocked { device: *id })?;
+        Ok(true)
+    }
+
+    /// Lifts a block made with [`Txn::block_unpaired`]: the tombstone the device had before
+    /// comes back (a removed device stays out of reach of vouches), or none. Audited as
+    /// `Unblocked`. Returns the block that was lifted.
+    pub fn unblock_unpaired(&self, id: &DeviceId, at: Timestamp) -> Result<Tombstone, TxError> {
+        if self.device(id)?.is_some() {
+            return Err(StoreError::InvalidTransition {
+                detail: "a paired device is unblocked by changing its trust level",
+            }
+            .into());
+        }
+        let block = self
+            .tombstone(id)?
+            .filter(|t| t.reason == TombstoneReason::Blocked)
+            .ok_or(StoreError::NotFound(RecordKind::Tombstone))?;
+        match block.blocked_over {
+            Some(reason) => self.put_tombstone(*id, reason, at)?,
+            None => {
+                self.del(TOMBSTONES, &id.to_bytes())?;
+            }
+        }
+        self.record_event(at, AuditEvent::Unblocked { device: *id })?;
+        Ok(block)
     }
 
     /// Records that a connection from the device was authenticated.
