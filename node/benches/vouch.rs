@@ -5,11 +5,22 @@
 //! cargo bench -p vouchnet-node --bench vouch
 //! ```
 //!
-//! In one process: a voucher paired directly with 100 targets (auto-accept on), and a fresh
-//! vouchee per measured vouch (a vouch for a device the target already trusts would be
-//! answered from its idempotency record, which is not the path to measure). Each device runs
-//! on a thread of its own with its own runtime, as it would on a machine of its own; they
-//! all share this machine's two cores and one disk.
+//! A voucher paired directly with 100 targets (auto-accept on), and a fresh vouchee per
+//! measured vouch (a vouch for a device the target already trusts would be answered from its
+//! idempotency record, which is not the path to measure). All devices share this machine's
+//! two cores and one disk, and everything is measured twice, in two layouts:
+//!
+//! - **threads**: every device in the bench's process, each on a thread of its own with its
+//!   own runtime. sled 0.34 guards every database of a process with one process-wide lock
+//!   (`concurrency_control`: once any transaction has run, every read takes it shared and
+//!   every transaction exclusively), so here the 100 targets' stores also wait on each
+//!   other, which devices on machines of their own never do.
+//! - **processes**: the voucher in the bench's process; every other device in a process of
+//!   its own (this binary, started again in device mode and driven over its stdin). No lock
+//!   is shared, but every wake-up of a device is a switch between processes, which costs
+//!   the bare traffic as much as the vouch.
+//!
+//! Neither is 100 machines; the two together show how much of each figure is the layout.
 //!
 //! - **echo**: a sealed text from the voucher to one target, timed until the target's `Ack`
 //!   comes back: one request-response round trip on the connection the vouch uses, with no
@@ -28,22 +39,27 @@
 //! - **vouch to 1**: `vouch` until the voucher records the target's signed acceptance.
 //! - **fan-out to N**: N sealed texts sent at once to N targets, until every `Ack` is back.
 //! - **vouch to N**: one vouch to N targets until the session is Completed.
-//! - **100 devices' writes at once**: one small durable write on each of 100 separate stores
-//!   at the same time. Here every device shares one disk, so the 100 decisions the targets
-//!   must each store before answering cannot overlap as they would on 100 machines; this is
-//!   that floor, measured.
-//!
+//! - **100 devices' writes at once**: one small durable write on a separate store of each of
+//!   the 100 targets at the same time. Every device shares one disk here, so the 100
+//!   decisions the targets must each store before answering cannot overlap as they would on
+//!   100 machines; this is that floor, measured.
 //! - **the voucher's writes per vouch to 100**: how many durable writes the voucher's store
 //!   made during each vouch to 100 targets. Answers that arrive together share one write
 //!   (group commit), so this stays far below one per target.
+//! - **CPU time**: of every device, read when a vouch or fan-out to 100 begins and ends.
 //!
 //! Goals (issue 5): vouch to 1 ≤ 1.2 × (echo + its durable writes); vouch to 100 ≤ 1.5 ×
 //! fan-out to 100. Medians are reported; ratios are what matter on a shared machine.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use vouchnet_node::events::{NodeEvent, ResourceKind};
 use vouchnet_node::{start, DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, SessionId, Timestamp, VouchNonce};
+use vouchnet_storage::Store;
 
 const TARGETS: usize = 100;
 const ECHO_RUNS: usize = 200;
@@ -51,47 +67,333 @@ const VOUCH_RUNS: usize = 15;
 const FANOUT_RUNS: usize = 15;
 const STEP: Duration = Duration::from_secs(60);
 
-/// A device running on a thread of its own, with its own runtime, as on a machine of its
-/// own: a device waiting on its disk or busy verifying holds up no other device's tasks,
-/// and the operating system shares the cores among the devices.
-struct Device {
+/// Set (to the device's name) when this binary runs as one device process.
+const DEVICE_ENV: &str = "VOUCHNET_BENCH_DEVICE";
+/// The directory under which a device process keeps its data.
+const ROOT_ENV: &str = "VOUCHNET_BENCH_ROOT";
+
+/// Where the devices other than the voucher run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// In the bench's process, a thread each.
+    Threads,
+    /// A process each.
+    Processes,
+}
+
+/// A node on a thread of its own with its own runtime, as on a machine of its own: a node
+/// waiting on its disk or busy verifying holds up no other node's tasks.
+struct ThreadNode {
     node: RunningNode,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
-impl std::ops::Deref for Device {
+impl std::ops::Deref for ThreadNode {
     type Target = RunningNode;
     fn deref(&self) -> &RunningNode {
         &self.node
     }
 }
 
-impl Device {
+impl ThreadNode {
+    async fn start(root: &Path, name: &str) -> ThreadNode {
+        let (root, name) = (root.to_path_buf(), name.to_owned());
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let node = start_node(&root, &name).await;
+                    let (stop, stopped) = tokio::sync::oneshot::channel();
+                    let _ = started_tx.send(ThreadNode { node, stop });
+                    let _ = stopped.await;
+                });
+            })
+            .expect("node thread");
+        started_rx.await.expect("node started")
+    }
+
     async fn shutdown(self) {
         self.node.shutdown().await;
         let _ = self.stop.send(());
     }
 }
 
-async fn node(root: &std::path::Path, name: &str) -> Device {
-    let (root, name) = (root.to_path_buf(), name.to_owned());
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let node = start_node(&root, &name).await;
-                let (stop, stopped) = tokio::sync::oneshot::channel();
-                let _ = started_tx.send(Device { node, stop });
-                let _ = stopped.await;
-            });
+/// A device other than the voucher, in either layout.
+struct Device {
+    device_id: DeviceId,
+    name: String,
+    runs: Runs,
+}
+
+enum Runs {
+    /// In this process, with a store of its own for the floor's writes.
+    OnThread { node: ThreadNode, floor: Store },
+    /// In a process of its own, driven by one-line commands (see [`device_process`]).
+    InProcess {
+        child: Child,
+        stdin: ChildStdin,
+        stdout: Lines<BufReader<ChildStdout>>,
+    },
+}
+
+/// What a device reports of itself.
+#[derive(Clone, Copy, Default)]
+struct DeviceMetrics {
+    writes: u64,
+    write_time: Duration,
+    /// The device process's CPU time (zero for a device on a thread, whose CPU time is the
+    /// bench process's).
+    cpu: Duration,
+}
+
+impl Device {
+    async fn start(layout: Layout, root: &Path, name: &str) -> Device {
+        match layout {
+            Layout::Threads => {
+                let node = ThreadNode::start(root, name).await;
+                let floor = Store::open(root.join(format!("{name}-floor"))).expect("store");
+                Device {
+                    device_id: node.device_id,
+                    name: name.to_owned(),
+                    runs: Runs::OnThread { node, floor },
+                }
+            }
+            Layout::Processes => Self::spawn(root, name).await,
+        }
+    }
+
+    async fn spawn(root: &Path, name: &str) -> Device {
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("bench path"))
+            .env(DEVICE_ENV, name)
+            .env(ROOT_ENV, root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("device process");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = next_line(&mut stdout, name).await;
+        let device_id = ready
+            .strip_prefix("ready ")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {ready:?}"));
+        Device {
+            device_id,
+            name: name.to_owned(),
+            runs: Runs::InProcess {
+                child,
+                stdin,
+                stdout,
+            },
+        }
+    }
+
+    /// Sends a command to a device process (nothing for a device on a thread).
+    async fn send(&mut self, command: &str) {
+        if let Runs::InProcess { stdin, .. } = &mut self.runs {
+            stdin
+                .write_all(format!("{command}\n").as_bytes())
+                .await
+                .expect("command to a device");
+            stdin.flush().await.expect("command to a device");
+        }
+    }
+
+    async fn reply(&mut self) -> String {
+        match &mut self.runs {
+            Runs::InProcess { stdout, .. } => next_line(stdout, &self.name).await,
+            Runs::OnThread { .. } => unreachable!("a device on a thread takes no commands"),
+        }
+    }
+
+    /// Pairs this device with the voucher; each side confirms the code it shows.
+    async fn pair(&mut self, voucher: &RunningNode) {
+        let addr = voucher.dial_addr().expect("voucher listens");
+        let me = self.device_id;
+        let voucher_side = async move {
+            let shown = code(voucher, me).await;
+            voucher
+                .client
+                .pair_accept(me, Some(shown))
+                .await
+                .expect("accept");
+        };
+        match &self.runs {
+            Runs::OnThread { node, .. } => {
+                tokio::join!(pair_with(node, voucher.device_id, addr), voucher_side);
+            }
+            Runs::InProcess { .. } => {
+                let command = format!("pair {} {addr}", voucher.device_id);
+                self.send(&command).await;
+                voucher_side.await;
+                assert_eq!(self.reply().await, "paired", "{}", self.name);
+            }
+        }
+        wait_online(voucher, self.device_id).await;
+    }
+
+    async fn metrics(&mut self) -> DeviceMetrics {
+        match &self.runs {
+            Runs::OnThread { node, .. } => {
+                let m = node.store_metrics();
+                DeviceMetrics {
+                    writes: m.writes,
+                    write_time: Duration::from_nanos(m.write_nanos),
+                    cpu: Duration::ZERO,
+                }
+            }
+            Runs::InProcess { .. } => {
+                self.send("metrics").await;
+                parse_metrics(&self.reply().await)
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        match self.runs {
+            Runs::OnThread { node, .. } => node.shutdown().await,
+            Runs::InProcess {
+                mut child, stdin, ..
+            } => {
+                drop(stdin);
+                let status = tokio::time::timeout(STEP, child.wait())
+                    .await
+                    .expect("a device process exits")
+                    .expect("a device process's status");
+                assert!(status.success(), "{}: {status}", self.name);
+            }
+        }
+    }
+}
+
+/// The device's side of a direct pairing with `peer`: ask, confirm the code shown, and wait
+/// until the peer is online.
+async fn pair_with(node: &RunningNode, peer: DeviceId, addr: libp2p::Multiaddr) {
+    node.client
+        .pair_request(peer, Some(addr))
+        .await
+        .expect("pair request");
+    let shown = code(node, peer).await;
+    node.client
+        .pair_accept(peer, Some(shown))
+        .await
+        .expect("accept");
+    wait_online(node, peer).await;
+}
+
+/// CPU time used so far by the bench's process (the voucher, and every device on a thread)
+/// and by every device process among `targets` and `vouchee`. The processes are asked all
+/// at once, so the readings are close in time.
+async fn cpu_of_all(targets: &mut [Device], vouchee: Option<&mut Device>) -> Duration {
+    let mut devices: Vec<&mut Device> = targets.iter_mut().collect();
+    devices.extend(vouchee);
+    let own = cpu_time::ProcessTime::now().as_duration();
+    for d in devices.iter_mut() {
+        d.send("metrics").await;
+    }
+    let mut total = own;
+    for d in devices.iter_mut() {
+        if let Runs::InProcess { .. } = d.runs {
+            total += parse_metrics(&d.reply().await).cpu;
+        }
+    }
+    total
+}
+
+/// One small durable write on a separate store of each of `devices` at once, until the last
+/// is on disk.
+async fn writes_at_once(devices: &mut [Device], round: usize) -> Duration {
+    let started = Instant::now();
+    let floors: Vec<&Store> = devices
+        .iter()
+        .filter_map(|d| match &d.runs {
+            Runs::OnThread { floor, .. } => Some(floor),
+            Runs::InProcess { .. } => None,
         })
-        .expect("device thread");
-    started_rx.await.expect("device started")
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, floor) in floors.iter().enumerate() {
+            scope.spawn(move || durable_write(floor, ((round as u64) << 32) | i as u64));
+        }
+    });
+    for d in devices.iter_mut() {
+        d.send(&format!("write {round}")).await;
+    }
+    for d in devices.iter_mut() {
+        if let Runs::InProcess { .. } = d.runs {
+            assert_eq!(d.reply().await, "written", "{}", d.name);
+        }
+    }
+    started.elapsed()
+}
+
+/// Device mode: one node in this process, answering the bench's commands on stdin, one line
+/// each, until stdin closes.
+///
+/// - `pair <DEVICE_ID> <ADDR>`: asks that device to pair, confirms the code shown, answers
+///   `paired` once the other is online;
+/// - `metrics`: answers `metrics <writes> <write nanoseconds> <process CPU nanoseconds>`;
+/// - `write <N>`: one small durable write on a store of its own, answers `written`.
+fn device_process(name: String) {
+    let root = PathBuf::from(std::env::var_os(ROOT_ENV).expect("device root"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let node = start_node(&root, &name).await;
+        let floor = Store::open(root.join(format!("{name}-floor"))).expect("store");
+        let mut out = tokio::io::stdout();
+        let mut say = async |line: String| {
+            out.write_all(format!("{line}\n").as_bytes())
+                .await
+                .expect("stdout");
+            out.flush().await.expect("stdout");
+        };
+        say(format!("ready {}", node.device_id)).await;
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await.expect("stdin") {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words[..] {
+                ["pair", id, addr] => {
+                    let id: DeviceId = id.parse().expect("device id");
+                    pair_with(&node, id, addr.parse().expect("address")).await;
+                    say("paired".to_owned()).await;
+                }
+                ["metrics"] => {
+                    let m = node.store_metrics();
+                    let cpu = cpu_time::ProcessTime::now().as_duration().as_nanos();
+                    say(format!("metrics {} {} {cpu}", m.writes, m.write_nanos)).await;
+                }
+                ["write", round] => {
+                    durable_write(&floor, round.parse().expect("round"));
+                    say("written".to_owned()).await;
+                }
+                _ => panic!("{name}: unknown command {line:?}"),
+            }
+        }
+        node.shutdown().await;
+    });
+}
+
+async fn wait_online(node: &RunningNode, peer: DeviceId) {
+    let peer = peer.to_string();
+    until("online", || async {
+        node.client
+            .devices()
+            .await
+            .ok()?
+            .iter()
+            .any(|d| d.device_id == peer && d.online)
+            .then_some(())
+    })
+    .await;
 }
 
 async fn start_node(root: &std::path::Path, name: &str) -> RunningNode {
@@ -146,42 +448,6 @@ async fn code(node: &RunningNode, peer: DeviceId) -> String {
     .await
 }
 
-async fn pair(new: &RunningNode, existing: &RunningNode) {
-    new.client
-        .pair_request(existing.device_id, existing.dial_addr())
-        .await
-        .expect("pair request");
-    let a = code(new, existing.device_id).await;
-    let b = code(existing, new.device_id).await;
-    existing
-        .client
-        .pair_accept(new.device_id, Some(a))
-        .await
-        .expect("accept");
-    new.client
-        .pair_accept(existing.device_id, Some(b))
-        .await
-        .expect("accept");
-    for (me, other) in [(new, existing.device_id), (existing, new.device_id)] {
-        let other = other.to_string();
-        until("online", || async {
-            me.client
-                .devices()
-                .await
-                .ok()?
-                .iter()
-                .any(|d| d.device_id == other && d.online)
-                .then_some(())
-        })
-        .await;
-    }
-}
-
-/// CPU time this process (every device, every thread) has used so far.
-fn process_cpu() -> Duration {
-    cpu_time::ProcessTime::now().as_duration()
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -193,12 +459,12 @@ fn ms(d: Duration) -> f64 {
 
 /// Vouches for `vouchee` to `targets` and waits, on the voucher's event stream as a UI
 /// would, for the session to be Completed; every target must have accepted.
-async fn vouch(voucher: &RunningNode, vouchee: &RunningNode, targets: &[DeviceId]) -> Duration {
+async fn vouch(voucher: &RunningNode, vouchee: DeviceId, targets: &[DeviceId]) -> Duration {
     let mut events = voucher.client.events().subscribe(None);
     let started = Instant::now();
     let outcome = voucher
         .client
-        .vouch(vouchee.device_id, targets.to_vec(), false)
+        .vouch(vouchee, targets.to_vec(), false)
         .await
         .expect("vouch");
     loop {
@@ -247,25 +513,6 @@ async fn fan_out(voucher: &RunningNode, targets: &[DeviceId]) -> Duration {
     started.elapsed()
 }
 
-/// One small durable write on each of `stores` at once, until the last is on disk.
-fn writes_at_once(stores: &[vouchnet_storage::Store], round: u64) -> Duration {
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for (i, store) in stores.iter().enumerate() {
-            scope.spawn(move || durable_write(store, (round << 32) | i as u64));
-        }
-    });
-    started.elapsed()
-}
-
-/// Time the stores of `nodes` have spent writing, and how many writes.
-fn write_totals(nodes: &[&RunningNode]) -> (Duration, u64) {
-    nodes.iter().fold((Duration::ZERO, 0), |(time, count), n| {
-        let m = n.store_metrics();
-        (time + Duration::from_nanos(m.write_nanos), count + m.writes)
-    })
-}
-
 fn durable_write(store: &vouchnet_storage::Store, i: u64) -> Duration {
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&i.to_be_bytes());
@@ -277,29 +524,60 @@ fn durable_write(store: &vouchnet_storage::Store, i: u64) -> Duration {
     started.elapsed()
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+async fn next_line(stdout: &mut Lines<BufReader<ChildStdout>>, name: &str) -> String {
+    tokio::time::timeout(STEP, stdout.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer before the deadline"))
+        .expect("a device's stdout")
+        .unwrap_or_else(|| panic!("{name}: the device process ended"))
 }
 
-async fn run() {
-    let tmp = tempfile::tempdir().expect("temporary directory");
-    let root = tmp.path();
-    let voucher = node(root, "voucher").await;
+fn parse_metrics(line: &str) -> DeviceMetrics {
+    let numbers: Vec<u64> = line
+        .strip_prefix("metrics ")
+        .map(|rest| rest.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    let [writes, write_nanos, cpu_nanos] = numbers[..] else {
+        panic!("unexpected metrics line {line:?}");
+    };
+    DeviceMetrics {
+        writes,
+        write_time: Duration::from_nanos(write_nanos),
+        cpu: Duration::from_nanos(cpu_nanos),
+    }
+}
+
+/// The medians of one layout's run.
+struct Figures {
+    layout: Layout,
+    echo: Duration,
+    echo_fresh: Duration,
+    write: Duration,
+    own_writes: Duration,
+    own_write_counts: (u64, u64),
+    vouch1: Duration,
+    fan10: Duration,
+    vouch10: Duration,
+    fan100: Duration,
+    floor100: Duration,
+    vouch100: Duration,
+    vouch100_cpu: Duration,
+    fan100_cpu: Duration,
+    /// Median, least and most.
+    voucher_writes100: (u64, u64, u64),
+}
+
+async fn measure(layout: Layout, root: &Path) -> Figures {
+    let voucher = ThreadNode::start(root, "voucher").await;
     let mut targets = Vec::new();
     for i in 0..TARGETS {
-        let t = node(root, &format!("target{i}")).await;
-        pair(&t, &voucher).await;
+        let mut t = Device::start(layout, root, &format!("target{i}")).await;
+        t.pair(&voucher).await;
         targets.push(t);
     }
     let ids: Vec<DeviceId> = targets.iter().map(|t| t.device_id).collect();
-    println!("voucher paired directly with {TARGETS} targets");
 
-    let store = vouchnet_storage::Store::open(root.join("bench-store")).expect("store");
+    let store = Store::open(root.join("bench-store")).expect("store");
     let mut echo = Vec::new();
     let mut writes = Vec::new();
     for i in 0..ECHO_RUNS {
@@ -307,9 +585,6 @@ async fn run() {
         writes.push(durable_write(&store, i as u64));
     }
 
-    let floor_stores: Vec<vouchnet_storage::Store> = (0..TARGETS)
-        .map(|i| vouchnet_storage::Store::open(root.join(format!("floor{i}"))).expect("store"))
-        .collect();
     let mut at_once = Vec::new();
     let mut vouch1_writes = Vec::new();
     let mut vouch1_write_count = Vec::new();
@@ -318,7 +593,7 @@ async fn run() {
     let mut vouch100 = Vec::new();
     let mut fan10 = Vec::new();
     let mut fan100 = Vec::new();
-    // CPU time of the whole process during each vouch to 100 and fan-out to 100.
+    // CPU time of every device during each vouch to 100 and fan-out to 100.
     let (mut vouch100_cpu, mut fan100_cpu) = (Vec::new(), Vec::new());
     // The voucher's own durable writes during each vouch to 100 (group commit: far fewer
     // than one per target).
@@ -336,136 +611,185 @@ async fn run() {
                 // An echo measured in the state each vouch to 1 starts from: just after a
                 // fresh device paired with the voucher (the back-to-back echoes above keep
                 // every thread busy, which a vouch never finds).
-                let fresh = node(root, &format!("vouchee{next}")).await;
+                let mut fresh = Device::start(layout, root, &format!("vouchee{next}")).await;
                 next += 1;
-                pair(&fresh, &voucher).await;
+                fresh.pair(&voucher).await;
                 echo_fresh.push(fan_out(&voucher, &ids[..1]).await);
                 fresh.shutdown().await;
             }
             if round < VOUCH_RUNS {
-                let vouchee = node(root, &format!("vouchee{next}")).await;
+                let mut vouchee = Device::start(layout, root, &format!("vouchee{next}")).await;
                 next += 1;
-                pair(&vouchee, &voucher).await;
-                let measured = [&*voucher, &*targets[0]];
-                let (time_before, count_before) = write_totals(&measured);
-                let cpu = process_cpu();
-                let voucher_writes = voucher.store_metrics().writes;
-                out.push(vouch(&voucher, &vouchee, &ids[..n]).await);
+                vouchee.pair(&voucher).await;
+                let voucher_before = voucher.store_metrics();
+                let target_before = targets[0].metrics().await;
+                let cpu_before = if n == TARGETS {
+                    cpu_of_all(&mut targets, Some(&mut vouchee)).await
+                } else {
+                    Duration::ZERO
+                };
+                out.push(vouch(&voucher, vouchee.device_id, &ids[..n]).await);
                 if n == TARGETS {
-                    vouch100_cpu.push(process_cpu() - cpu);
-                    vouch100_voucher_writes.push(voucher.store_metrics().writes - voucher_writes);
+                    let cpu = cpu_of_all(&mut targets, Some(&mut vouchee)).await;
+                    vouch100_cpu.push(cpu - cpu_before);
+                    vouch100_voucher_writes
+                        .push(voucher.store_metrics().writes - voucher_before.writes);
                 }
                 if n == 1 {
-                    let (time_after, count_after) = write_totals(&measured);
-                    vouch1_writes.push(time_after - time_before);
-                    vouch1_write_count.push(count_after - count_before);
+                    let voucher_after = voucher.store_metrics();
+                    let target_after = targets[0].metrics().await;
+                    vouch1_writes.push(
+                        Duration::from_nanos(
+                            voucher_after.write_nanos - voucher_before.write_nanos,
+                        ) + (target_after.write_time - target_before.write_time),
+                    );
+                    vouch1_write_count.push(
+                        voucher_after.writes - voucher_before.writes + target_after.writes
+                            - target_before.writes,
+                    );
                 }
                 vouchee.shutdown().await;
             }
             if let Some(fan) = fan {
                 if round < FANOUT_RUNS {
-                    let cpu = process_cpu();
+                    let cpu_before = if n == TARGETS {
+                        cpu_of_all(&mut targets, None).await
+                    } else {
+                        Duration::ZERO
+                    };
                     fan.push(fan_out(&voucher, &ids[..n]).await);
                     if n == TARGETS {
-                        fan100_cpu.push(process_cpu() - cpu);
-                    }
-                    if n == TARGETS {
-                        at_once.push(writes_at_once(&floor_stores, round as u64));
+                        fan100_cpu.push(cpu_of_all(&mut targets, None).await - cpu_before);
+                        at_once.push(writes_at_once(&mut targets, round).await);
                     }
                 }
             }
         }
     }
-
-    let (echo, write) = (median(echo), median(writes));
-    let own_writes = median(vouch1_writes);
-    let mut counts = vouch1_write_count.clone();
-    counts.sort_unstable();
-    let (v1, v10, v100) = (median(vouch1), median(vouch10), median(vouch100));
-    let (f10, f100, floor100) = (median(fan10), median(fan100), median(at_once));
-    let budget1 = echo + own_writes;
-    println!("\nmedians ({ECHO_RUNS} echoes and small writes, {VOUCH_RUNS} vouches per size, {FANOUT_RUNS} fan-outs per size):");
-    println!(
-        "  echo (sealed text, one round trip)        {:>9.3} ms",
-        ms(echo)
-    );
-    println!(
-        "  echo, set up as each vouch to 1           {:>9.3} ms",
-        ms(median(echo_fresh.clone()))
-    );
-    println!(
-        "  small durable write (16 B + flush)        {:>9.3} ms",
-        ms(write)
-    );
-    println!(
-        "  the vouch's own durable writes            {:>9.3} ms  ({}..{} writes per vouch)",
-        ms(own_writes),
-        counts.first().copied().unwrap_or(0),
-        counts.last().copied().unwrap_or(0)
-    );
-    println!(
-        "  vouch to 1 target                         {:>9.3} ms",
-        ms(v1)
-    );
-    println!(
-        "  fan-out to 10 targets                     {:>9.3} ms",
-        ms(f10)
-    );
-    println!(
-        "  vouch to 10 targets                       {:>9.3} ms",
-        ms(v10)
-    );
-    println!(
-        "  fan-out to {TARGETS} targets                    {:>9.3} ms",
-        ms(f100)
-    );
-    println!(
-        "  {TARGETS} devices' durable writes at once       {:>9.3} ms",
-        ms(floor100)
-    );
-    println!(
-        "  vouch to {TARGETS} targets                      {:>9.3} ms",
-        ms(v100)
-    );
-    println!(
-        "  CPU time (all devices): vouch to {TARGETS} {:.1} ms, fan-out to {TARGETS} {:.1} ms",
-        ms(median(vouch100_cpu)),
-        ms(median(fan100_cpu))
-    );
-    vouch100_voucher_writes.sort_unstable();
-    println!(
-        "  the voucher's durable writes per vouch to {TARGETS}: median {}, {}..{}",
-        vouch100_voucher_writes[vouch100_voucher_writes.len() / 2],
-        vouch100_voucher_writes.first().copied().unwrap_or(0),
-        vouch100_voucher_writes.last().copied().unwrap_or(0)
-    );
-    println!("\nratios:");
-    println!(
-        "  vouch to 1 / (echo + its durable writes)        = {:.2}  (goal <= 1.20)",
-        v1.as_secs_f64() / budget1.as_secs_f64()
-    );
-    println!(
-        "  vouch to 1 / (echo set up alike + its writes)   = {:.2}",
-        v1.as_secs_f64() / (median(echo_fresh) + own_writes).as_secs_f64()
-    );
-    println!(
-        "  vouch to 1 / (echo + 3 small durable writes)    = {:.2}",
-        v1.as_secs_f64() / (echo + write * 3).as_secs_f64()
-    );
-    println!(
-        "  vouch to 10 / fan-out to 10                     = {:.2}",
-        v10.as_secs_f64() / f10.as_secs_f64()
-    );
-    println!(
-        "  vouch to {TARGETS} / fan-out to {TARGETS}                   = {:.2}  (goal <= 1.50)",
-        v100.as_secs_f64() / f100.as_secs_f64()
-    );
-    println!(
-        "  vouch to {TARGETS} / (fan-out + {TARGETS} writes at once)   = {:.2}",
-        v100.as_secs_f64() / (f100 + floor100).as_secs_f64()
-    );
     for t in targets {
         t.shutdown().await;
     }
     voucher.shutdown().await;
+
+    vouch1_write_count.sort_unstable();
+    vouch100_voucher_writes.sort_unstable();
+    Figures {
+        layout,
+        echo: median(echo),
+        echo_fresh: median(echo_fresh),
+        write: median(writes),
+        own_writes: median(vouch1_writes),
+        own_write_counts: (
+            vouch1_write_count[0],
+            vouch1_write_count[vouch1_write_count.len() - 1],
+        ),
+        vouch1: median(vouch1),
+        fan10: median(fan10),
+        vouch10: median(vouch10),
+        fan100: median(fan100),
+        floor100: median(at_once),
+        vouch100: median(vouch100),
+        vouch100_cpu: median(vouch100_cpu),
+        fan100_cpu: median(fan100_cpu),
+        voucher_writes100: (
+            vouch100_voucher_writes[vouch100_voucher_writes.len() / 2],
+            vouch100_voucher_writes[0],
+            vouch100_voucher_writes[vouch100_voucher_writes.len() - 1],
+        ),
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// Prints both layouts side by side: medians, then the ratios.
+fn report(runs: &[Figures]) {
+    println!(
+        "\nmedians ({ECHO_RUNS} echoes and small writes, {VOUCH_RUNS} vouches per size, \
+         {FANOUT_RUNS} fan-outs per size); devices as:"
+    );
+    let row = |label: &str, f: &dyn Fn(&Figures) -> String| {
+        let cells: Vec<String> = runs.iter().map(|r| format!("{:>14}", f(r))).collect();
+        println!("  {label:<46}{}", cells.join(""));
+    };
+    row("", &|r| format!("{:?}", r.layout).to_lowercase());
+    let time = |label: &str, f: fn(&Figures) -> Duration| {
+        row(label, &|r| format!("{:.3} ms", ms(f(r))));
+    };
+    time("echo (sealed text, one round trip)", |r| r.echo);
+    time("echo, set up as each vouch to 1", |r| r.echo_fresh);
+    time("small durable write (16 B + flush)", |r| r.write);
+    time("the vouch's own durable writes", |r| r.own_writes);
+    row("  (writes per vouch to 1, least..most)", &|r| {
+        format!("{}..{}", r.own_write_counts.0, r.own_write_counts.1)
+    });
+    time("vouch to 1 target", |r| r.vouch1);
+    time("fan-out to 10 targets", |r| r.fan10);
+    time("vouch to 10 targets", |r| r.vouch10);
+    time(&format!("fan-out to {TARGETS} targets"), |r| r.fan100);
+    time(&format!("{TARGETS} devices' durable writes at once"), |r| {
+        r.floor100
+    });
+    time(&format!("vouch to {TARGETS} targets"), |r| r.vouch100);
+    time(
+        &format!("CPU time, all devices: fan-out to {TARGETS}"),
+        |r| r.fan100_cpu,
+    );
+    time(&format!("CPU time, all devices: vouch to {TARGETS}"), |r| {
+        r.vouch100_cpu
+    });
+    row(
+        &format!("voucher's durable writes per vouch to {TARGETS}"),
+        &|r| {
+            let (m, lo, hi) = r.voucher_writes100;
+            format!("{m} ({lo}..{hi})")
+        },
+    );
+    println!("\nratios:");
+    let ratio_row = |label: &str, f: fn(&Figures) -> f64| {
+        row(label, &|r| format!("{:.2}", f(r)));
+    };
+    ratio_row("vouch to 1 / (echo + its writes), goal <= 1.20", |r| {
+        ratio(r.vouch1, r.echo + r.own_writes)
+    });
+    ratio_row("vouch to 1 / (echo set up alike + its writes)", |r| {
+        ratio(r.vouch1, r.echo_fresh + r.own_writes)
+    });
+    ratio_row("vouch to 1 / (echo + 3 small durable writes)", |r| {
+        ratio(r.vouch1, r.echo + r.write * 3)
+    });
+    ratio_row("vouch to 10 / fan-out to 10", |r| ratio(r.vouch10, r.fan10));
+    ratio_row(
+        &format!("vouch to {TARGETS} / fan-out to {TARGETS}, goal <= 1.50"),
+        |r| ratio(r.vouch100, r.fan100),
+    );
+    ratio_row(
+        &format!("vouch to {TARGETS} / (fan-out + writes at once)"),
+        |r| ratio(r.vouch100, r.fan100 + r.floor100),
+    );
+    ratio_row("CPU: vouch to 100 / fan-out to 100", |r| {
+        ratio(r.vouch100_cpu, r.fan100_cpu)
+    });
+}
+
+fn main() {
+    if let Ok(name) = std::env::var(DEVICE_ENV) {
+        return device_process(name);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let runs = rt.block_on(async {
+        let mut runs = Vec::new();
+        for layout in [Layout::Threads, Layout::Processes] {
+            let tmp = tempfile::tempdir().expect("temporary directory");
+            println!("{layout:?}: a voucher paired directly with {TARGETS} targets");
+            runs.push(measure(layout, tmp.path()).await);
+        }
+        runs
+    });
+    report(&runs);
 }
