@@ -258,3 +258,44 @@ async fn a_restart_between_a_rekey_and_its_key_proof_does_not_strand_the_pairing
     assert_eq!(rec.session_key, shared, "back to the key the phone holds");
     assert_eq!(rec.previous_key, None);
 }
+
+/// A device that comes online on a LAN is dialed by every paired device that sees it (or,
+/// once vouched for, by every target that accepted it), all at once. Handshakes in progress
+/// cannot be told apart before they end, so none may be refused below the configured
+/// `max_incoming_connections`: 64 peers dialing at the same moment all get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_devices_dialing_at_once_all_get_through() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+
+    const DIALERS: usize = 64;
+    let node = TestNode::start("laptop").await;
+    let addr = node.addr();
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(DIALERS));
+    let dials = (0..DIALERS).map(|_| {
+        let (go, addr) = (go.clone(), addr.clone());
+        tokio::spawn(async move {
+            let mut swarm = raw_swarm(vouchnet_node::network::codec::PAIR_PROTOCOL);
+            go.wait().await;
+            swarm.dial(addr).expect("dial");
+            loop {
+                match tokio::time::timeout(STEP, swarm.select_next_some())
+                    .await
+                    .expect("the dial ends before the deadline")
+                {
+                    SwarmEvent::ConnectionEstablished { .. } => return Ok(()),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        return Err(error.to_string())
+                    }
+                    _ => {}
+                }
+            }
+        })
+    });
+    let refused: Vec<String> = futures::future::join_all(dials)
+        .await
+        .into_iter()
+        .filter_map(|r| r.expect("dialer task").err())
+        .collect();
+    assert_eq!(refused, Vec::<String>::new());
+}

@@ -22,8 +22,6 @@ use std::time::Duration;
 pub const IDENTIFY_PROTOCOL: &str = "/vouchnet/id/1";
 /// Most connections to one peer (two cover a simultaneous dial by both sides).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
-/// Most connections being set up from outside at once.
-pub const MAX_PENDING_INCOMING: u32 = 32;
 
 /// All behaviours of a vouchnet node. (No `Debug`: libp2p's behaviours do not implement it.)
 #[allow(missing_debug_implementations)]
@@ -52,7 +50,13 @@ pub struct BehaviourOptions {
     pub mdns: bool,
     /// Offer `/vouchnet/proxy-pair/1`.
     pub proxy_pairing: bool,
-    /// Most established incoming connections.
+    /// Most established incoming connections from devices that are not paired, and most
+    /// incoming connections being set up at once. A handshake in progress has no
+    /// authenticated peer yet, so paired devices cannot be exempt from the second bound: a
+    /// device that comes online on a LAN is dialed by every paired device that sees it (or,
+    /// once vouched for, by every target that accepted it), so the bound must be at least
+    /// as large as the number of devices a user pairs; a smaller one refuses the excess
+    /// with "Broken pipe" and leaves them to back off for up to a minute.
     pub max_incoming: u32,
     /// Largest frame, bytes.
     pub max_frame: usize,
@@ -67,7 +71,7 @@ impl Behaviour {
         let local = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established_incoming(Some(opts.max_incoming))
-            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_pending_incoming(Some(opts.max_incoming))
             .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
         let rr_config =
             request_response::Config::default().with_request_timeout(opts.request_timeout);

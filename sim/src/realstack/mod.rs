@@ -216,8 +216,9 @@ pub struct Notes {
 /// How often the stand-in for mDNS announces a device again to a device that trusts it
 /// and is still not connected to it.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
-/// Most devices announced to one device at once (below the node's 32 handshakes in
-/// progress).
+/// Most devices announced to one device at once. The node now takes as many handshakes in
+/// progress as `max_incoming_connections` (it took 32 when this was chosen); spacing the
+/// announcements still keeps a join's dials from all landing in the same instant.
 const ANNOUNCE_BURST: usize = 16;
 
 /// A wake-up source for waits: the users' ticks (one per node event) and a deadline.
@@ -898,8 +899,7 @@ impl Runner<'_> {
     /// node then dials it, proves keys, and rekeys a proxied pairing). A pair is announced
     /// at most once per [`ANNOUNCE_EVERY`], and at most [`ANNOUNCE_BURST`] devices are sent
     /// to one device at once: a node accepts only so many handshakes in progress
-    /// (`MAX_PENDING_INCOMING`), and a device that many targets just accepted would
-    /// otherwise refuse most of them.
+    /// (`max_incoming_connections`).
     async fn discover(
         &mut self,
         missing: &[(u32, u32)],
