@@ -23,6 +23,17 @@ async fn failure_reason(
     reason.clone()
 }
 
+/// `from` asks `to` to pair; returns `from`'s events from just before it asked.
+async fn ask_to_pair(from: &TestNode, to: &TestNode) -> vouchnet_node::events::Subscription {
+    let events = from.subscribe();
+    from.n()
+        .client
+        .pair_request(to.id(), Some(to.addr()))
+        .await
+        .unwrap();
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_never_paired_can_be_blocked_and_then_cannot_pair_until_unblocked() {
     let laptop = TestNode::start("laptop").await;
@@ -61,13 +72,7 @@ async fn a_device_never_paired_can_be_blocked_and_then_cannot_pair_until_unblock
     assert_eq!(laptop.audit_len().await, before + 1);
 
     // The phone asks, and is refused; the laptop never shows a code.
-    let mut phone_events = phone.subscribe();
-    phone
-        .n()
-        .client
-        .pair_request(laptop.id(), Some(laptop.addr()))
-        .await
-        .unwrap();
+    let mut phone_events = ask_to_pair(&phone, &laptop).await;
     assert_eq!(
         failure_reason(&mut phone_events, laptop.id()).await,
         "cancelled_by_peer:aborted"
@@ -130,13 +135,7 @@ async fn a_device_never_paired_can_be_blocked_and_then_cannot_pair_until_unblock
 async fn blocking_a_device_ends_its_pairing_in_flight() {
     let laptop = TestNode::start("laptop").await;
     let phone = TestNode::start("phone").await;
-    let mut phone_events = phone.subscribe();
-    phone
-        .n()
-        .client
-        .pair_request(laptop.id(), Some(laptop.addr()))
-        .await
-        .unwrap();
+    let mut phone_events = ask_to_pair(&phone, &laptop).await;
     // The laptop shows the request (and its code) to its user, who blocks the phone instead.
     laptop.code_for(phone.id()).await;
     laptop.n().client.block(phone.id()).await.unwrap();

@@ -203,6 +203,27 @@ struct Model {
     audit: u64,
 }
 
+impl Model {
+    /// Tombstones `device` (replacing any tombstone it had), as the store does.
+    fn put_tombstone(
+        &mut self,
+        device: DeviceId,
+        reason: TombstoneReason,
+        at: Timestamp,
+        blocked_over: Option<TombstoneReason>,
+    ) {
+        self.tombstones.insert(
+            device,
+            Tombstone {
+                device_id: device,
+                reason,
+                at,
+                blocked_over,
+            },
+        );
+    }
+}
+
 /// The queue reference bytes, in the store's documented layout (for due-order).
 fn ref_bytes(e: &QueueEntry) -> Vec<u8> {
     let mut k = e.session_id.0.to_vec();
@@ -477,15 +498,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
                 match m.tombstones.get(&id(*d)).map(|t| t.reason) {
                     Some(TombstoneReason::Blocked) => Ok(false),
                     before => {
-                        m.tombstones.insert(
-                            id(*d),
-                            Tombstone {
-                                device_id: id(*d),
-                                reason: TombstoneReason::Blocked,
-                                at: now,
-                                blocked_over: before,
-                            },
-                        );
+                        m.put_tombstone(id(*d), TombstoneReason::Blocked, now, before);
                         m.audit += 1;
                         Ok(true)
                     }
@@ -502,15 +515,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
                     Some(block) if block.reason == TombstoneReason::Blocked => {
                         match block.blocked_over {
                             Some(reason) => {
-                                m.tombstones.insert(
-                                    id(*d),
-                                    Tombstone {
-                                        device_id: id(*d),
-                                        reason,
-                                        at: now,
-                                        blocked_over: None,
-                                    },
-                                );
+                                m.put_tombstone(id(*d), reason, now, None);
                             }
                             None => {
                                 m.tombstones.remove(&id(*d));
@@ -534,15 +539,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
                         rec.trust_level = *to;
                         m.audit += 1;
                         if *to == TrustLevel::Blocked {
-                            m.tombstones.insert(
-                                id(*d),
-                                Tombstone {
-                                    device_id: id(*d),
-                                    reason: TombstoneReason::Blocked,
-                                    at: now,
-                                    blocked_over: None,
-                                },
-                            );
+                            m.put_tombstone(id(*d), TombstoneReason::Blocked, now, None);
                         } else if from == TrustLevel::Blocked
                             && m.tombstones
                                 .get(&id(*d))
@@ -561,15 +558,7 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
             let want = match m.devices.remove(&id(*d)) {
                 None => Err(Err::NotFound(RecordKind::Device)),
                 Some(rec) => {
-                    m.tombstones.insert(
-                        id(*d),
-                        Tombstone {
-                            device_id: id(*d),
-                            reason: TombstoneReason::Removed,
-                            at: now,
-                            blocked_over: None,
-                        },
-                    );
+                    m.put_tombstone(id(*d), TombstoneReason::Removed, now, None);
                     m.audit += 1;
                     Ok(rec)
                 }
