@@ -20,6 +20,7 @@ use crate::invariants::{check_target_proof, check_vouchee_proof, pair, Invariant
 use crate::time::VTime;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use vouchnet_protocol::messages::Decision;
 use vouchnet_protocol::model::{PairingType, TrustLevel, VouchStatus, VouchingSession};
 use vouchnet_protocol::{DeviceId, Timestamp};
 use vouchnet_storage::{
@@ -250,6 +251,47 @@ pub struct Outcome {
     pub key_proofs_failed: u64,
 }
 
+/// `session` with each target still open in it set to the end its voucher's audit trail
+/// recorded for it: the target's signed answer, or the queued vouch expiring. (A timeout is
+/// not audited; a target that timed out after the runner's last look stays open.)
+fn with_audited_ends(session: &VouchingSession, audit: &[AuditEntry]) -> VouchingSession {
+    let mut s = session.clone();
+    for entry in audit {
+        let (target, end) = match &entry.event {
+            AuditEvent::TargetAnswered {
+                session: id,
+                target,
+                response,
+            } if *id == s.id => {
+                let Ok(answer) = response.decode_unverified() else {
+                    continue;
+                };
+                let end = match answer.decision {
+                    Decision::Accepted { .. } => VouchStatus::Accepted {
+                        response: response.clone(),
+                    },
+                    Decision::Rejected { reason } => VouchStatus::Rejected {
+                        reason,
+                        response: Some(response.clone()),
+                    },
+                };
+                (target, end)
+            }
+            AuditEvent::VouchExpired {
+                session: id,
+                target,
+            } if *id == s.id => (target, VouchStatus::Expired),
+            _ => continue,
+        };
+        if let Some(status) = s.targets.get_mut(target) {
+            if !status.is_terminal() {
+                *status = end;
+            }
+        }
+    }
+    s
+}
+
 /// Counts the outcome. `groups` are the plan's groups (device indices);
 /// `observed` the sessions the runner saw while they ran, keyed by voucher, used for those
 /// the node has since pruned (`session_retention`).
@@ -292,8 +334,15 @@ pub fn outcome(
             }
         }
     }
+    // A session its voucher has pruned is known from the runner's last look at it, which
+    // may predate its end: what the voucher's audit trail recorded since is laid over it.
+    let pruned: Vec<((u32, vouchnet_protocol::SessionId), VouchingSession)> = observed
+        .iter()
+        .filter(|((x, id), _)| !snaps[*x as usize].sessions.iter().any(|s| s.id == *id))
+        .map(|(k, s)| (*k, with_audited_ends(s, &snaps[k.0 as usize].audit)))
+        .collect();
     let mut sessions: BTreeMap<(u32, vouchnet_protocol::SessionId), &VouchingSession> =
-        observed.iter().map(|(k, s)| (*k, s)).collect();
+        pruned.iter().map(|(k, s)| (*k, s)).collect();
     for (x, snap) in snaps.iter().enumerate() {
         for s in &snap.sessions {
             sessions.insert((x as u32, s.id), s);
