@@ -23,7 +23,7 @@ use crate::peer::peer_of;
 use crate::views::BlockView;
 use vouchnet_protocol::model::TrustLevel;
 use vouchnet_protocol::DeviceId;
-use vouchnet_storage::TombstoneReason;
+use vouchnet_storage::{RecordKind, StoreError, Tombstone};
 
 impl EventLoop {
     /// Blocks `device`, paired or not. Blocking a blocked device changes nothing.
@@ -69,13 +69,13 @@ impl EventLoop {
                 self.set_trust(device, TrustLevel::Trusted)?;
             }
             Some(_) => return Err(not_blocked()),
-            None => {
-                if !self.store.is_blocked_unpaired(&device)? {
-                    return Err(not_blocked());
+            None => match self.store.unblock_unpaired(&device, self.clock.now()) {
+                Ok(_) => {
+                    tracing::info!(%device, "lifted the block on a device that is not paired")
                 }
-                self.store.unblock_unpaired(&device, self.clock.now())?;
-                tracing::info!(%device, "lifted the block on a device that is not paired");
-            }
+                Err(StoreError::NotFound(RecordKind::Tombstone)) => return Err(not_blocked()),
+                Err(e) => return Err(e.into()),
+            },
         }
         self.hub.publish(NodeEvent::ResourceDeleted {
             resource: ResourceKind::Block,
@@ -89,17 +89,14 @@ impl EventLoop {
         self.store
             .tombstones()?
             .into_iter()
-            .filter(|t| t.reason == TombstoneReason::Blocked)
+            .filter(Tombstone::is_block)
             .map(|t| self.block_view(t.device_id))
             .collect()
     }
 
     fn block_view(&self, device: DeviceId) -> Result<BlockView, NodeError> {
         let record = self.store.device(&device)?;
-        let block = self
-            .store
-            .tombstone(&device)?
-            .filter(|t| t.reason == TombstoneReason::Blocked);
+        let block = self.store.tombstone(&device)?.filter(Tombstone::is_block);
         let blocked = match &record {
             Some(rec) => rec.trust_level == TrustLevel::Blocked,
             None => block.is_some(),

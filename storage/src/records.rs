@@ -104,6 +104,13 @@ pub struct Tombstone {
     pub blocked_over: Option<TombstoneReason>,
 }
 
+impl Tombstone {
+    /// The user blocked the device (rather than removed or revoked it).
+    pub fn is_block(&self) -> bool {
+        self.reason == TombstoneReason::Blocked
+    }
+}
+
 /// Why a device was revoked (audited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]

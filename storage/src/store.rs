@@ -581,12 +581,10 @@ impl Store {
         self.write(|tx| tx.unblock_unpaired(id, at))
     }
 
-    /// True if the user blocked this device while it had no record.
+    /// True if the user blocked this device while it had no record (see
+    /// [`Txn::block_unpaired`]).
     pub fn is_blocked_unpaired(&self, id: &DeviceId) -> Result<bool, StoreError> {
-        Ok(self.device(id)?.is_none()
-            && self
-                .tombstone(id)?
-                .is_some_and(|t| t.reason == crate::records::TombstoneReason::Blocked))
+        Ok(self.device(id)?.is_none() && self.tombstone(id)?.is_some_and(|t| t.is_block()))
     }
 
     /// Clears a tombstone (see [`Txn::clear_tombstone`]).

@@ -70,7 +70,7 @@ impl Txn {
             return Err(StoreError::KeyMismatch(KeyError::Mismatch).into());
         }
         let held = self.device(&p.device_id)?.is_some();
-        if !held && self.is_blocked_unpaired(&p.device_id)? {
+        if !held && self.tombstone(&p.device_id)?.is_some_and(|t| t.is_block()) {
             // The node refuses such a pairing and cancels one in flight when the user
             // blocks; this is the last line should the two ever cross.
             return Err(StoreError::InvalidTransition {
@@ -139,7 +139,7 @@ impl Txn {
             self.put_tombstone(*id, TombstoneReason::Blocked, at)?;
         } else if from == TrustLevel::Blocked {
             if let Some(t) = self.tombstone(id)? {
-                if t.reason == TombstoneReason::Blocked {
+                if t.is_block() {
                     self.del(TOMBSTONES, &id.to_bytes())?;
                 }
             }
@@ -200,7 +200,7 @@ impl Txn {
         let t = self
             .tombstone(id)?
             .ok_or(StoreError::NotFound(RecordKind::Tombstone))?;
-        if t.reason == TombstoneReason::Blocked && self.device(id)?.is_some() {
+        if t.is_block() && self.device(id)?.is_some() {
             return Err(StoreError::InvalidTransition {
                 detail: "a blocked device is unblocked by changing its trust level",
             }
@@ -209,15 +209,6 @@ impl Txn {
         self.del(TOMBSTONES, &id.to_bytes())?;
         self.record_event(at, AuditEvent::TombstoneCleared { device: *id })?;
         Ok(t)
-    }
-
-    /// True if the user blocked this device while it had no record (see
-    /// [`Txn::block_unpaired`]).
-    pub fn is_blocked_unpaired(&self, id: &DeviceId) -> Result<bool, TxError> {
-        Ok(self.device(id)?.is_none()
-            && self
-                .tombstone(id)?
-                .is_some_and(|t| t.reason == TombstoneReason::Blocked))
     }
 
     /// The user blocks a device this one holds no record of: one never paired (a lost or
@@ -234,7 +225,7 @@ impl Txn {
             .into());
         }
         let blocked_over = match self.tombstone(id)? {
-            Some(t) if t.reason == TombstoneReason::Blocked => return Ok(false),
+            Some(t) if t.is_block() => return Ok(false),
             Some(t) => Some(t.reason),
             None => None,
         };
@@ -261,7 +252,7 @@ impl Txn {
         }
         let block = self
             .tombstone(id)?
-            .filter(|t| t.reason == TombstoneReason::Blocked)
+            .filter(Tombstone::is_block)
             .ok_or(StoreError::NotFound(RecordKind::Tombstone))?;
         match block.blocked_over {
             Some(reason) => self.put_tombstone(*id, reason, at)?,
