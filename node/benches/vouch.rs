@@ -46,7 +46,18 @@
 //! - **the voucher's writes per vouch to 100**: how many durable writes the voucher's store
 //!   made during each vouch to 100 targets. Answers that arrive together share one write
 //!   (group commit), so this stays far below one per target.
-//! - **CPU time**: of every device, read when a vouch or fan-out to 100 begins and ends.
+//! - **CPU time**: of every device, read when a vouch or fan-out to 100 begins and ends,
+//!   and around the 100 devices' writes at once.
+//! - **the signatures a vouch needs**: one Ed25519 signature and one `verify_strict` of a
+//!   certificate-sized body, twice (the voucher signs the vouch and the target checks it;
+//!   the target signs its answer and the voucher checks it), measured in the same run.
+//! - **floors**: what the goals leave room for, from the figures above.
+//!   - vouch to 1: echo + its writes + the signatures it needs, which no overhead can avoid.
+//!   - vouch to 100: every target must answer with a signature check, a durable write and a
+//!     signature, and the voucher must check 100 answers, beside the traffic of a fan-out.
+//!     The CPU that costs (fan-out CPU + 100 × the signatures + the CPU of 100 writes at
+//!     once), spread perfectly over the machine's cores, is a floor on the vouch's wall time
+//!     here; on 100 machines the targets' share would run in parallel.
 //!
 //! Goals (issue 5): vouch to 1 ≤ 1.2 × (echo + its durable writes); vouch to 100 ≤ 1.5 ×
 //! fan-out to 100. Medians are reported; ratios are what matter on a shared machine.
@@ -66,6 +77,9 @@ const ECHO_RUNS: usize = 200;
 const VOUCH_RUNS: usize = 15;
 const FANOUT_RUNS: usize = 15;
 const STEP: Duration = Duration::from_secs(60);
+
+/// Signatures measured for the floor (each a sign and a `verify_strict`).
+const SIGNATURE_RUNS: usize = 400;
 
 /// Set (to the device's name) when this binary runs as one device process.
 const DEVICE_ENV: &str = "VOUCHNET_BENCH_DEVICE";
@@ -448,6 +462,24 @@ async fn code(node: &RunningNode, peer: DeviceId) -> String {
     .await
 }
 
+/// One Ed25519 signature and one `verify_strict` over a body the size of a vouch
+/// certificate, under a domain tag, as the vouch and its answer each need: the median.
+fn signature_pair() -> Duration {
+    use rand_core::OsRng;
+    use vouchnet_protocol::signing::{sign_bytes, verify_bytes};
+    let key = vouchnet_protocol::DeviceKeypair::generate(&mut OsRng);
+    let public = key.public();
+    let body = [0x5au8; 260];
+    let mut times = Vec::with_capacity(SIGNATURE_RUNS);
+    for _ in 0..SIGNATURE_RUNS {
+        let started = Instant::now();
+        let signature = sign_bytes(&key, "vouchnet/bench/v1", &body);
+        verify_bytes(&public, "vouchnet/bench/v1", &body, &signature).expect("verifies");
+        times.push(started.elapsed());
+    }
+    median(times)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -563,6 +595,10 @@ struct Figures {
     vouch100: Duration,
     vouch100_cpu: Duration,
     fan100_cpu: Duration,
+    /// CPU time of all devices during the 100 writes at once.
+    floor100_cpu: Duration,
+    /// One signature and one signature check.
+    signature_pair: Duration,
     /// Median, least and most.
     voucher_writes100: (u64, u64, u64),
 }
@@ -595,6 +631,7 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
     let mut fan100 = Vec::new();
     // CPU time of every device during each vouch to 100 and fan-out to 100.
     let (mut vouch100_cpu, mut fan100_cpu) = (Vec::new(), Vec::new());
+    let mut floor100_cpu = Vec::new();
     // The voucher's own durable writes during each vouch to 100 (group commit: far fewer
     // than one per target).
     let mut vouch100_voucher_writes = Vec::new();
@@ -659,8 +696,10 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
                     };
                     fan.push(fan_out(&voucher, &ids[..n]).await);
                     if n == TARGETS {
-                        fan100_cpu.push(cpu_of_all(&mut targets, None).await - cpu_before);
+                        let cpu_after = cpu_of_all(&mut targets, None).await;
+                        fan100_cpu.push(cpu_after - cpu_before);
                         at_once.push(writes_at_once(&mut targets, round).await);
+                        floor100_cpu.push(cpu_of_all(&mut targets, None).await - cpu_after);
                     }
                 }
             }
@@ -691,6 +730,8 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
         vouch100: median(vouch100),
         vouch100_cpu: median(vouch100_cpu),
         fan100_cpu: median(fan100_cpu),
+        floor100_cpu: median(floor100_cpu),
+        signature_pair: signature_pair(),
         voucher_writes100: (
             vouch100_voucher_writes[vouch100_voucher_writes.len() / 2],
             vouch100_voucher_writes[0],
@@ -739,6 +780,11 @@ fn report(runs: &[Figures]) {
     time(&format!("CPU time, all devices: vouch to {TARGETS}"), |r| {
         r.vouch100_cpu
     });
+    time(
+        &format!("CPU time, all devices: {TARGETS} writes at once"),
+        |r| r.floor100_cpu,
+    );
+    time("one signature + one verify_strict", |r| r.signature_pair);
     row(
         &format!("voucher's durable writes per vouch to {TARGETS}"),
         &|r| {
@@ -759,6 +805,15 @@ fn report(runs: &[Figures]) {
     ratio_row("vouch to 1 / (echo + 3 small durable writes)", |r| {
         ratio(r.vouch1, r.echo + r.write * 3)
     });
+    ratio_row(
+        "floor: (echo + writes + 2 signatures) / (echo + writes)",
+        |r| {
+            ratio(
+                r.echo + r.own_writes + r.signature_pair * 2,
+                r.echo + r.own_writes,
+            )
+        },
+    );
     ratio_row("vouch to 10 / fan-out to 10", |r| ratio(r.vouch10, r.fan10));
     ratio_row(
         &format!("vouch to {TARGETS} / fan-out to {TARGETS}, goal <= 1.50"),
@@ -771,6 +826,27 @@ fn report(runs: &[Figures]) {
     ratio_row("CPU: vouch to 100 / fan-out to 100", |r| {
         ratio(r.vouch100_cpu, r.fan100_cpu)
     });
+    ratio_row(
+        &format!("{TARGETS} writes at once / fan-out to {TARGETS}"),
+        |r| ratio(r.floor100, r.fan100),
+    );
+    ratio_row(
+        &format!("floor: CPU a vouch to {TARGETS} needs / cores / fan-out"),
+        |r| ratio(vouch100_cpu_floor(r), r.fan100),
+    );
+    ratio_row(&format!("vouch to {TARGETS} / that floor"), |r| {
+        ratio(r.vouch100, vouch100_cpu_floor(r))
+    });
+}
+
+/// The least wall time a vouch to [`TARGETS`] can take on this machine: the CPU it cannot
+/// do without (the fan-out's traffic, two signatures and two checks per target, and every
+/// target's durable write), spread perfectly over the cores. On 100 machines the targets'
+/// share would run in parallel instead.
+fn vouch100_cpu_floor(r: &Figures) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let signatures = r.signature_pair * 2 * TARGETS as u32;
+    (r.fan100_cpu + signatures + r.floor100_cpu) / cores
 }
 
 fn main() {
