@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of vouchnet: formatting, lints, unit, property, integration, crash,
-# multi-process, simulation, browser and network-namespace suites, then each fuzz target for
-# a bounded time. This is the README's test command and what CI (.ci/run) runs.
+# multi-process, simulation, browser and network-namespace suites, the QUIC build's suite,
+# then each fuzz target for a bounded time. This is the README's test command and what CI (.ci/run) runs.
 #
 # As root (as in CI) it installs the system packages the suites need (iproute2, nftables,
 # chromium, chromium-driver) and makes the browser and network-namespace suites mandatory.
@@ -41,6 +41,19 @@ fi
 echo "test binaries and results:"
 grep -cE '^test result: ok' target/test-all.log | sed 's/^/  test binaries passed: /'
 grep -h '^SKIPPED' target/test-all.log | sort -u | sed 's/^/  /' || true
+
+step "QUIC transport (a build with the quic feature: lints, the node's unit tests, tests/quic.rs)"
+cargo clippy -p vouchnet-node --features quic --all-targets --locked -- -D warnings
+set +e +o pipefail
+cargo test -p vouchnet-node --features quic --locked --lib --test quic -- --nocapture 2>&1 | tee target/test-quic.log
+status=${PIPESTATUS[0]}
+set -e -o pipefail
+if [ "$status" != "0" ]; then
+  echo "cargo test --features quic failed (full output: target/test-quic.log):"
+  grep -E '^(failures:|    [a-z_:]+$)|panicked' target/test-quic.log | head -40
+  exit "$status"
+fi
+grep -cE '^test result: ok' target/test-quic.log | sed 's/^/  test binaries passed (quic build): /'
 
 step "supply chain (cargo-deny)"
 scripts/deny.sh

@@ -62,6 +62,19 @@ pub enum StartError {
     Node(#[from] NodeError),
 }
 
+/// Why `addr` cannot be listened on, with the way out when the cause is a transport this
+/// build leaves out.
+fn listen_failure(addr: &Multiaddr, e: &libp2p::TransportError<std::io::Error>) -> String {
+    let is_quic = addr
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::QuicV1));
+    if is_quic && cfg!(not(feature = "quic")) {
+        format!("{e} (this build has no QUIC transport: build it with `--features quic`)")
+    } else {
+        e.to_string()
+    }
+}
+
 /// What a node is started with.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -185,7 +198,7 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
             .listen_on(addr.clone())
             .map_err(|e| StartError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: listen_failure(addr, &e),
             })?;
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(64);

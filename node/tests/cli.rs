@@ -220,6 +220,27 @@ fn an_invalid_configuration_is_refused_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("auto_accept_vouched"));
 }
 
+/// A QUIC address given to a build without the transport fails at start, and says how to
+/// get a build that has it.
+#[cfg(not(feature = "quic"))]
+#[test]
+fn a_quic_listen_address_in_a_build_without_quic_says_how_to_get_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    json(dir, &["init", "--name", "tcp-only"]);
+    let addr = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let out = vouchnet(dir, &["run", "--no-mdns", "--listen", addr]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: cannot listen on {addr}: Multiaddr is not supported: {addr} \
+             (this build has no QUIC transport: build it with `--features quic`)"
+        ),
+    );
+}
+
 #[test]
 fn commands_fail_clearly_when_the_node_is_not_running() {
     let tmp = tempfile::tempdir().unwrap();

@@ -28,7 +28,13 @@ use vouchnet_protocol::{DeviceId, SymmetricKey, Timestamp};
 use vouchnet_storage::{DeviceProof, DeviceRecord, ProxiedDevice, ProxiedOutcome};
 
 /// The address `hint` names, if it is one this node dials for `device`: `/ip4` or `/ip6`,
-/// then `/tcp`, then nothing or `device`'s own `/p2p` (which is removed).
+/// then `/tcp` (or, in a build with the `quic` transport, `/udp/…/quic-v1`), then nothing
+/// or `device`'s own `/p2p` (which is removed).
+///
+/// Anything else is dropped: a hint comes from the voucher, unsigned, so it must not make
+/// this node look a name up, go through a relay, or dial another peer. A plain IP address
+/// on a transport this node has costs at most one failed dial, and Noise (or QUIC's TLS)
+/// checks who answers.
 fn dialable_hint(device: DeviceId, hint: &AddrHint) -> Option<Multiaddr> {
     let mut addr = Multiaddr::try_from(hint.0.clone()).ok()?;
     if let Some(Protocol::P2p(peer)) = addr.iter().last() {
@@ -40,6 +46,8 @@ fn dialable_hint(device: DeviceId, hint: &AddrHint) -> Option<Multiaddr> {
     let parts: Vec<Protocol> = addr.iter().collect();
     match parts.as_slice() {
         [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Tcp(_)] => Some(addr),
+        #[cfg(feature = "quic")]
+        [Protocol::Ip4(_) | Protocol::Ip6(_), Protocol::Udp(_), Protocol::QuicV1] => Some(addr),
         _ => None,
     }
 }
@@ -352,16 +360,48 @@ mod tests {
             dialable_hint(d, &hint(&format!("/ip4/192.0.2.7/tcp/4001/p2p/{own}"))),
             Some(tcp4)
         );
-        for refused in [
+        let mut refused = vec![
             format!("/ip4/192.0.2.7/tcp/4001/p2p/{other}"),
             "/dns4/example.org/tcp/4001".to_owned(),
-            "/ip4/192.0.2.7/udp/4001/quic-v1".to_owned(),
             "/ip4/192.0.2.7".to_owned(),
             "/ip4/192.0.2.7/tcp/4001/ws".to_owned(),
-        ] {
+            "/ip4/192.0.2.7/udp/4001".to_owned(),
+            "/ip4/192.0.2.7/udp/4001/quic".to_owned(),
+            format!("/ip4/192.0.2.7/udp/4001/quic-v1/p2p/{other}"),
+            "/dns4/example.org/udp/4001/quic-v1".to_owned(),
+        ];
+        // A build without QUIC cannot dial it, so it drops the hint.
+        if cfg!(not(feature = "quic")) {
+            refused.push("/ip4/192.0.2.7/udp/4001/quic-v1".to_owned());
+        }
+        for refused in refused {
             assert_eq!(dialable_hint(d, &hint(&refused)), None, "{refused}");
         }
         assert_eq!(dialable_hint(d, &AddrHint(vec![0xff, 0x00, 0x13])), None);
         assert_eq!(dialable_hint(d, &AddrHint(Vec::new())), None);
+    }
+
+    #[cfg(feature = "quic")]
+    #[test]
+    fn a_quic_build_dials_plain_quic_addresses_of_the_device_itself() {
+        let d = device(1);
+        let own = crate::peer::peer_of(&d);
+        let quic4: Multiaddr = "/ip4/192.0.2.7/udp/4001/quic-v1".parse().unwrap();
+        let quic6: Multiaddr = "/ip6/2001:db8::7/udp/4001/quic-v1".parse().unwrap();
+        assert_eq!(
+            dialable_hint(d, &hint("/ip4/192.0.2.7/udp/4001/quic-v1")),
+            Some(quic4.clone())
+        );
+        assert_eq!(
+            dialable_hint(d, &hint("/ip6/2001:db8::7/udp/4001/quic-v1")),
+            Some(quic6)
+        );
+        assert_eq!(
+            dialable_hint(
+                d,
+                &hint(&format!("/ip4/192.0.2.7/udp/4001/quic-v1/p2p/{own}"))
+            ),
+            Some(quic4)
+        );
     }
 }
