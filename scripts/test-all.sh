@@ -4,8 +4,9 @@
 # then each fuzz target for a bounded time. This is the README's test command and what CI (.ci/run) runs.
 #
 # As root (as in CI) it installs the system packages the suites need (iproute2, nftables,
-# chromium, chromium-driver) and makes the browser and network-namespace suites mandatory.
-# Without root those suites print "SKIPPED ...: <why>" and the summary below says so.
+# chromium, chromium-driver) and makes the browser, network-namespace and full-disk (tmpfs)
+# suites mandatory. Without root those suites print "SKIPPED ...: <why>" and the summary
+# below says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +18,9 @@ if [ "$(id -u)" = "0" ]; then
   scripts/ensure-packages.sh
   export VOUCHNET_NETNS=required
   export VOUCHNET_BROWSER=required
+  export VOUCHNET_FULL_DISK=required
 else
-  skipped+=("network-namespace mesh (needs root)" "browser test unless chromium and chromedriver are installed")
+  skipped+=("network-namespace mesh (needs root)" "full-disk tests on a tmpfs (need root)" "browser test unless chromium and chromedriver are installed")
 fi
 
 step "cargo fmt --check"
@@ -27,7 +29,7 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, property, integration, crash, multi-process, simulation, browser, netns)"
+step "cargo test (unit, property, integration, crash, full disk, multi-process, simulation, browser, netns)"
 mkdir -p target
 set +e +o pipefail
 cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-all.log

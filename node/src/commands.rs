@@ -11,6 +11,7 @@ use crate::cli::{
 };
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError};
+use crate::event_loop::LoopExit;
 use crate::views::{
     AuditEntryView, AuditVerifyView, BlockView, ConfirmProxyOutcome, DeviceView, InboxMessage,
     NodeInfo, PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome, ReviewView,
@@ -229,7 +230,7 @@ async fn run(dir: &DataDir, args: RunArgs) -> Result<()> {
         config.api = api;
     }
     config.apply(&args.config)?;
-    let node = crate::node::start(crate::node::NodeOptions {
+    let mut node = crate::node::start(crate::node::NodeOptions {
         data_dir: dir.clone(),
         config: config.clone(),
     })
@@ -256,11 +257,22 @@ async fn run(dir: &DataDir, args: RunArgs) -> Result<()> {
         config.name,
         node.device_id
     );
-    wait_for_stop().await;
+    // Until a signal, or until the node stops on its own (its store failed).
+    let exit = tokio::select! {
+        () = wait_for_stop() => None,
+        exit = node.stopped() => Some(exit),
+    };
     api.shutdown().await;
     node.shutdown().await;
     dir.clear_api_files();
-    Ok(())
+    match exit {
+        None | Some(LoopExit::Stopped) => Ok(()),
+        Some(LoopExit::StoreFailed(cause)) => Err(anyhow!(
+            "the node stopped: its store could not make a write durable ({cause}). Nothing \
+             it acknowledged is lost; start it again once the disk has room"
+        )),
+        Some(LoopExit::Crashed(why)) => Err(anyhow!("the node stopped: {why}")),
+    }
 }
 
 async fn wait_for_stop() {

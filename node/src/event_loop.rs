@@ -192,6 +192,21 @@ pub struct RateLimits {
     pub pairings_per_second: f64,
 }
 
+/// Why the event loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoopExit {
+    /// It was asked to stop ([`crate::client::Client::shutdown`]), or every client handle
+    /// was dropped.
+    Stopped,
+    /// The store could not make a write durable (the disk is full, or failed) and refuses
+    /// every read and write from then on; opening it again, at the next start, reads what
+    /// the disk holds. The error of the failed write.
+    StoreFailed(String),
+    /// The loop's task panicked or was cancelled.
+    Crashed(String),
+}
+
 /// The event loop. Build with [`EventLoop::new`], then `tokio::spawn(event_loop.run())`.
 ///
 /// The proxy-pairing flows (`crate::proxy`) are further `impl EventLoop` blocks, hence the
@@ -406,7 +421,12 @@ impl EventLoop {
     /// vouch that arrive together are then stored in one transaction, with one flush
     /// (group commit), and only then acknowledged and acted on; any other input first
     /// stores the answers handled before it, so nothing reads a session behind them.
-    pub async fn run(mut self) {
+    ///
+    /// It also ends on its own when the store fails (a write that could not be made
+    /// durable, see [`vouchnet_storage::StoreError::Failed`]): the store then refuses every
+    /// read and write, and a node that cannot remember must not go on talking to peers. The
+    /// command or message that hit the failure is answered with the error first.
+    pub async fn run(mut self) -> LoopExit {
         for addr in std::mem::take(&mut self.startup_peers) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!("cannot dial {addr}: {e}");
@@ -428,15 +448,31 @@ impl EventLoop {
                     Some(Command::Shutdown(done)) => {
                         tracing::info!("shutting down");
                         let _ = done.send(());
-                        return;
+                        return LoopExit::Stopped;
                     }
                     Some(cmd) => self.on_command(cmd),
-                    None => return,
+                    None => return LoopExit::Stopped,
                 },
                 _ = tokio::time::sleep_until(wake) => self.on_timers(),
             }
             self.flush_answers();
+            if let Some(cause) = self.store.failure() {
+                return self.stop_on_store_failure(cause.to_owned());
+            }
         }
+    }
+
+    /// Ends the loop because the store failed: says so in the log and on the event stream.
+    fn stop_on_store_failure(&self, cause: String) -> LoopExit {
+        tracing::error!(
+            "stopping: the store could not make a write durable ({cause}); start the node \
+             again once the disk has room"
+        );
+        self.hub.publish(NodeEvent::NodeStopped {
+            reason: "store_failed".to_owned(),
+            detail: cause.clone(),
+        });
+        LoopExit::StoreFailed(cause)
     }
 
     // ----------------------------------------------------------------------------------

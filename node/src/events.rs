@@ -128,6 +128,15 @@ pub enum NodeEvent {
         /// The removed voucher.
         voucher: String,
     },
+    /// The node stopped on its own. The only reason so far: `store_failed`, a write that
+    /// could not be made durable (the disk is full, or failed). Start it again once the
+    /// disk has room; it then reads what the disk holds.
+    NodeStopped {
+        /// Why, as a stable identifier (`store_failed`).
+        reason: String,
+        /// The error, for people.
+        detail: String,
+    },
     /// A sealed text message arrived from a paired device.
     MessageReceived {
         /// The sender, as the connection authenticated it.

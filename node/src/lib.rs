@@ -45,4 +45,4 @@ pub use client::Client;
 pub use config::NodeConfig;
 pub use datadir::DataDir;
 pub use error::NodeError;
-pub use node::{start, start_tuned, NodeOptions, RunningNode, StartError, Tuning};
+pub use node::{start, start_tuned, LoopExit, NodeOptions, RunningNode, StartError, Tuning};

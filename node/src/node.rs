@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, ADDRESSES_FILE};
 use crate::error::NodeError;
+pub use crate::event_loop::LoopExit;
 use crate::event_loop::{EventLoop, LoopOptions};
 use crate::events::EventHub;
 use crate::network::{build_swarm, BehaviourOptions, NetworkError};
@@ -94,7 +95,10 @@ pub struct RunningNode {
     /// Where it listens (without `/p2p/`), as known when [`start`] returned.
     pub listen_addrs: Vec<Multiaddr>,
     store: Store,
-    task: JoinHandle<()>,
+    /// The event loop's task, until it ended.
+    task: Option<JoinHandle<LoopExit>>,
+    /// Why it ended, once [`RunningNode::stopped`] saw it end.
+    exit: Option<LoopExit>,
 }
 
 impl RunningNode {
@@ -114,18 +118,41 @@ impl RunningNode {
         self.store.metrics()
     }
 
+    /// Waits until the event loop ends on its own, and says why: it stops when its store
+    /// fails ([`LoopExit::StoreFailed`]). Cancel-safe, so it can wait beside a signal; once
+    /// it returned, it returns the same again at once.
+    pub async fn stopped(&mut self) -> LoopExit {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        let exit = match self.task.as_mut() {
+            Some(task) => match task.await {
+                Ok(exit) => exit,
+                Err(e) => LoopExit::Crashed(e.to_string()),
+            },
+            None => LoopExit::Stopped,
+        };
+        self.task = None;
+        self.exit = Some(exit.clone());
+        exit
+    }
+
     /// Stops the event loop and waits for it.
     pub async fn shutdown(self) {
         self.client.shutdown().await;
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 
     /// Stops the node abruptly, as a crash would: the event loop is dropped mid-flight,
     /// connections drop without a goodbye, and nothing is written beyond what the store had
     /// already flushed. Returns once everything the loop owned is released.
     pub async fn abort(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -248,6 +275,7 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
         device_id,
         listen_addrs,
         store,
-        task,
+        task: Some(task),
+        exit: None,
     })
 }

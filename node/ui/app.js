@@ -747,6 +747,10 @@ function apply(ev) {
     case 'MessageReceived':
       toast(`Message from ${nameOf(ev.from)}: ${ev.text}`);
       break;
+    case 'NodeStopped':
+      // The only reason so far: its store could not make a write durable (a full disk).
+      toast(`The node stopped: it could not save a change to its disk (${ev.detail}). Nothing it confirmed is lost. Free space on this device, then start it again.`, 'error');
+      break;
     default:
       break;
   }

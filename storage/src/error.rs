@@ -3,7 +3,9 @@
 //! The node reacts differently to each: [`StoreError::Corrupt`] and
 //! [`StoreError::NewerSchema`] stop it (it must never fall back to an empty trust store),
 //! [`StoreError::NotFound`] and [`StoreError::InvalidTransition`] are bugs or races in the
-//! caller that changed nothing, and [`StoreError::Io`] is the disk.
+//! caller that changed nothing, [`StoreError::Io`] is the disk, and [`StoreError::Failed`]
+//! means an earlier write could not be made durable: the store must be opened again (the
+//! node stops, and its service manager starts it again).
 
 use vouchnet_protocol::KeyError;
 
@@ -86,6 +88,19 @@ pub enum StoreError {
         /// What is wrong with it.
         detail: &'static str,
     },
+    /// An earlier write could not be made durable: the disk was full, or failed. The engine
+    /// had already applied that write in memory, and it keeps failing every later flush
+    /// even once space is freed. So from then on the store refuses every read and every
+    /// write, rather than answer from a state the disk does not hold. Opening the database
+    /// again reads exactly what was made durable.
+    #[error(
+        "the store could not make a write durable ({cause}); it refuses every read and write \
+         until it is opened again"
+    )]
+    Failed {
+        /// The error of the write that failed.
+        cause: String,
+    },
     /// The storage engine reported a bug in itself.
     #[error("storage engine bug: {detail}")]
     Internal {
@@ -103,6 +118,30 @@ impl StoreError {
     }
 }
 
+/// The operating system's own error behind `io`, when sled passed it on as text.
+///
+/// sled hands an error of its writer thread back as a new error of the same kind whose
+/// text is the original's `Debug` form (`Os { code: 28, kind: StorageFull, message: "No
+/// space left on device" }`). The error code gives back what a person should read ("No
+/// space left on device (os error 28)"), with the same kind; any other error is kept.
+fn os_error_of(io: std::io::Error) -> std::io::Error {
+    let code = io.get_ref().and_then(|inner| {
+        inner
+            .to_string()
+            .strip_prefix("Os { code: ")?
+            .split(',')
+            .next()?
+            .parse::<i32>()
+            .ok()
+    });
+    match code {
+        Some(code) if std::io::Error::from_raw_os_error(code).kind() == io.kind() => {
+            std::io::Error::from_raw_os_error(code)
+        }
+        _ => io,
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
@@ -115,7 +154,7 @@ impl From<sled::Error> for StoreError {
                         path: path.to_owned(),
                     }
                 } else {
-                    StoreError::Io(io)
+                    StoreError::Io(os_error_of(io))
                 }
             }
             sled::Error::Corruption { at, .. } => StoreError::Corrupt {
@@ -129,6 +168,46 @@ impl From<sled::Error> for StoreError {
                 detail: format!("tree {:?} missing", String::from_utf8_lossy(&name)),
             },
             sled::Error::ReportableBug(detail) => StoreError::Internal { detail },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_os_error_sled_passed_on_as_text_reads_as_the_os_error() {
+        let from_sled = sled::Error::Io(Error::new(
+            ErrorKind::StorageFull,
+            "Os { code: 28, kind: StorageFull, message: \"No space left on device\" }",
+        ));
+        match StoreError::from(from_sled) {
+            StoreError::Io(io) => {
+                assert_eq!(io.kind(), ErrorKind::StorageFull);
+                assert_eq!(io.raw_os_error(), Some(28));
+                assert_eq!(io.to_string(), "No space left on device (os error 28)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_io_errors_are_kept_as_they_are() {
+        for (kind, text) in [
+            (ErrorKind::Other, "something else"),
+            // A code whose kind is not the one given is not trusted.
+            (ErrorKind::NotFound, "Os { code: 28, kind: StorageFull }"),
+        ] {
+            match StoreError::from(sled::Error::Io(Error::new(kind, text))) {
+                StoreError::Io(io) => {
+                    assert_eq!(io.kind(), kind);
+                    assert_eq!(io.to_string(), text);
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

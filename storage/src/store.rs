@@ -19,7 +19,7 @@ use sled::transaction::{TransactionError, Transactional};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use vouchnet_protocol::identity::DeviceId;
 use vouchnet_protocol::ids::{SessionId, VouchNonce};
@@ -78,6 +78,9 @@ struct Inner {
     write_nanos: AtomicU64,
     dir_stamps: Mutex<Vec<Option<SystemTime>>>,
     watermark: Mutex<Option<Watermark>>,
+    /// Set, once and for good, when a write could not be made durable (see
+    /// [`StoreError::Failed`]).
+    failure: OnceLock<String>,
     _claim: Claim,
 }
 
@@ -256,11 +259,12 @@ impl Store {
                 write_nanos: AtomicU64::new(0),
                 dir_stamps: Mutex::new(Vec::new()),
                 watermark: Mutex::new(None),
+                failure: OnceLock::new(),
                 _claim: claim,
             }),
         };
 
-        match store.t(META).get(layout::META_SCHEMA_VERSION)? {
+        match store.t(META)?.get(layout::META_SCHEMA_VERSION)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_be_bytes)
@@ -281,7 +285,7 @@ impl Store {
             }
             None if fresh || creating => {
                 store
-                    .t(META)
+                    .t(META)?
                     .insert(layout::META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())?;
                 store.flush()?;
             }
@@ -334,7 +338,7 @@ impl Store {
 
     /// The generation counter: how many write transactions the database has committed.
     fn generation(&self) -> Result<u64, StoreError> {
-        match self.t(META).get(crate::txn::META_GENERATION)? {
+        match self.t(META)?.get(crate::txn::META_GENERATION)? {
             Some(v) => layout::be_u64(&v)
                 .ok_or_else(|| StoreError::undecodable("generation", "not 8 bytes")),
             None => Ok(0),
@@ -350,8 +354,33 @@ impl Store {
         Ok(())
     }
 
-    fn t(&self, i: usize) -> &sled::Tree {
-        &self.inner.trees[i]
+    /// Tree `i`, unless the store has failed (every read goes through here).
+    fn t(&self, i: usize) -> Result<&sled::Tree, StoreError> {
+        self.usable()?;
+        Ok(&self.inner.trees[i])
+    }
+
+    /// `Ok` until a write could not be made durable; then [`StoreError::Failed`] for good.
+    fn usable(&self) -> Result<(), StoreError> {
+        match self.inner.failure.get() {
+            Some(cause) => Err(StoreError::Failed {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the store stopped serving reads and writes, if it did: the error of the write
+    /// that could not be made durable. The node stops when it sees one.
+    pub fn failure(&self) -> Option<&str> {
+        self.inner.failure.get().map(String::as_str)
+    }
+
+    /// Records that a write could not be made durable: every later read and write fails
+    /// (see [`StoreError::Failed`]). Returns the error to hand back to the caller.
+    fn fail(&self, e: StoreError) -> StoreError {
+        let _ = self.inner.failure.set(e.to_string());
+        e
     }
 
     /// The database directory (`<data dir>/sync.db`).
@@ -372,7 +401,10 @@ impl Store {
     /// Makes every write so far durable. Every write method already calls it before it
     /// returns; the engine would otherwise write in the background only every 500 ms.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
+        self.usable()?;
+        if let Err(e) = self.inner.db.flush() {
+            return Err(self.fail(e.into()));
+        }
         self.inner.flushes.fetch_add(1, Ordering::Relaxed);
         let stamps = fsperm::dir_stamps(&self.inner.path);
         let mut seen = self.inner.dir_stamps.lock().expect("stamps lock");
@@ -399,6 +431,7 @@ impl Store {
     }
 
     fn write_untimed<R>(&self, f: impl Fn(&Txn) -> Result<R, TxError>) -> Result<R, StoreError> {
+        self.usable()?;
         let trees: Vec<&sled::Tree> = self.inner.trees.iter().collect();
         let result =
             trees
@@ -413,7 +446,8 @@ impl Store {
         let (r, generation) = match result {
             Ok(r) => r,
             Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            // The engine may have applied part of it in memory.
+            Err(TransactionError::Storage(e)) => return Err(self.fail(e.into())),
         };
         // Flushed even when this transaction wrote nothing: what it read may have been
         // committed, but not yet flushed, by another thread, and the caller may act on it.
@@ -426,7 +460,9 @@ impl Store {
                 .expect("watermark lock")
                 .as_mut()
             {
-                w.advance(generation)?;
+                // The write is durable whatever happens here. A watermark left behind the
+                // database is allowed (see `watermark`), and the next write advances it.
+                let _ = w.advance(generation);
             }
         }
         Ok(r)
@@ -438,7 +474,7 @@ impl Store {
         what: &str,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        match self.t(tree).get(key)? {
+        match self.t(tree)?.get(key)? {
             Some(v) => Ok(Some(codec::decode(what, &v)?)),
             None => Ok(None),
         }
@@ -449,7 +485,7 @@ impl Store {
         tree: usize,
         what: &str,
     ) -> Result<Vec<T>, StoreError> {
-        self.t(tree)
+        self.t(tree)?
             .iter()
             .map(|kv| {
                 let (_, v) = kv?;
@@ -461,7 +497,7 @@ impl Store {
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let v = self
-            .t(META)
+            .t(META)?
             .get(layout::META_SCHEMA_VERSION)?
             .ok_or_else(|| StoreError::Corrupt {
                 detail: "schema version record vanished".into(),
@@ -642,7 +678,7 @@ impl Store {
 
     /// True if the nonce is in the replay cache.
     pub fn nonce_seen(&self, nonce: &VouchNonce) -> Result<bool, StoreError> {
-        Ok(self.t(REPLAY).get(layout::nonce_key(*nonce))?.is_some())
+        Ok(self.t(REPLAY)?.get(layout::nonce_key(*nonce))?.is_some())
     }
 
     /// Adds a nonce to the replay cache (see [`Txn::remember_nonce`]).
@@ -719,8 +755,8 @@ impl Store {
     /// the first entry not yet due, whatever the queue's size.
     pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
         let range = match layout::queue_due_upper(now) {
-            Some(upper) => self.t(QUEUE).range(..upper),
-            None => self.t(QUEUE).range::<&[u8], _>(..),
+            Some(upper) => self.t(QUEUE)?.range(..upper),
+            None => self.t(QUEUE)?.range::<&[u8], _>(..),
         };
         let mut out = Vec::new();
         for kv in range.take(limit) {
@@ -735,7 +771,7 @@ impl Store {
 
     /// When the earliest entry is due, for the worker's next wake-up (one key read).
     pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        match self.t(QUEUE).first()? {
+        match self.t(QUEUE)?.first()? {
             Some((k, _)) => {
                 let at =
                     k.get(..8)
@@ -751,7 +787,7 @@ impl Store {
 
     /// The queued entry for `r`.
     pub fn queue_entry(&self, r: QueueRef) -> Result<Option<QueueEntry>, StoreError> {
-        let Some(next) = self.t(QUEUE_INDEX).get(r.to_bytes())? else {
+        let Some(next) = self.t(QUEUE_INDEX)?.get(r.to_bytes())? else {
             return Ok(None);
         };
         let next = layout::be_u64(&next)
@@ -766,7 +802,7 @@ impl Store {
     /// Every queued entry of one session (a prefix scan of the index).
     pub fn queued_for_session(&self, session: &SessionId) -> Result<Vec<QueueEntry>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.t(QUEUE_INDEX).scan_prefix(session.0) {
+        for kv in self.t(QUEUE_INDEX)?.scan_prefix(session.0) {
             let (k, next) = kv?;
             let next = layout::be_u64(&next)
                 .ok_or_else(|| StoreError::undecodable("queue index", "not 8 bytes"))?;
@@ -790,7 +826,7 @@ impl Store {
 
     /// How many entries are queued (a counter kept in the same transactions, O(1)).
     pub fn depth(&self) -> Result<u64, StoreError> {
-        match self.t(META).get(META_QUEUE_DEPTH)? {
+        match self.t(META)?.get(META_QUEUE_DEPTH)? {
             Some(v) => layout::be_u64(&v)
                 .ok_or_else(|| StoreError::undecodable("queue depth", "not 8 bytes")),
             None => Ok(0),
@@ -859,7 +895,7 @@ impl Store {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.t(AUDIT)
+        self.t(AUDIT)?
             .range(from_seq.to_be_bytes()..)
             .take(limit)
             .map(|kv| {
@@ -875,6 +911,11 @@ impl Store {
         let read = |e: sled::Error| AuditError::Read {
             detail: StoreError::from(e).to_string(),
         };
+        let tree = |i: usize| {
+            self.t(i).map_err(|e| AuditError::Read {
+                detail: e.to_string(),
+            })
+        };
         let head_of = |bytes: Option<sled::IVec>| -> Result<Option<AuditHead>, AuditError> {
             bytes
                 .map(|b| {
@@ -884,10 +925,10 @@ impl Store {
                 })
                 .transpose()
         };
-        let head = head_of(self.t(META).get(layout::META_AUDIT_HEAD).map_err(read)?)?;
+        let head = head_of(tree(META)?.get(layout::META_AUDIT_HEAD).map_err(read)?)?;
         let entries = match head {
-            Some(h) => self.t(AUDIT).range(..=h.seq.to_be_bytes()),
-            None => self.t(AUDIT).range::<&[u8], _>(..),
+            Some(h) => tree(AUDIT)?.range(..=h.seq.to_be_bytes()),
+            None => tree(AUDIT)?.range::<&[u8], _>(..),
         };
         let report = audit::verify_entries(
             head,
@@ -897,13 +938,16 @@ impl Store {
             // Entries past the head: either appended since we read it, or forged.
             if let Some((k, _)) = self
                 .t(AUDIT)
+                .map_err(|e| AuditError::Read {
+                    detail: e.to_string(),
+                })?
                 .range((h.seq + 1).to_be_bytes()..)
                 .next()
                 .transpose()
                 .map_err(read)?
             {
                 let beyond = layout::be_u64(&k).unwrap_or(u64::MAX);
-                let now_head = head_of(self.t(META).get(layout::META_AUDIT_HEAD).map_err(read)?)?;
+                let now_head = head_of(tree(META)?.get(layout::META_AUDIT_HEAD).map_err(read)?)?;
                 if now_head.is_none_or(|nh| nh.seq < beyond) {
                     return Err(AuditError::HeadMismatch {
                         head: Some(h.seq),
@@ -998,7 +1042,7 @@ impl Store {
         let mut removed = Vec::new();
         loop {
             let keys: Vec<sled::IVec> = self
-                .t(EXPIRY)
+                .t(EXPIRY)?
                 .range(lower.clone()..upper.clone())
                 .keys()
                 .take(PRUNE_CHUNK)

@@ -17,6 +17,8 @@ use vouchnet_node::views::{DeviceView, PairingRequestView};
 use vouchnet_node::{DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, Frame, Limits, Message};
 
+pub mod tmpfs;
+
 /// Long enough for any step on a loaded 2-core machine; a test that needs it has failed.
 pub const STEP: Duration = Duration::from_secs(20);
 

@@ -1,0 +1,189 @@
+//! A node whose disk fills up (a tmpfs, see `common/tmpfs.rs`; needs root, else SKIPPED).
+//!
+//! The store refuses everything once a write could not be made durable, so the node stops
+//! rather than go on without a memory: the command that hit the full disk gets the disk's
+//! error, the event stream says `NodeStopped`, `vouchnet run` exits non-zero saying why,
+//! and once the disk has room the node starts again with everything it acknowledged and
+//! nothing it refused.
+
+mod cli_support;
+mod common;
+
+use common::tmpfs::Tmpfs;
+use common::{config, pair, wait_online, TestNode};
+use rand_core::OsRng;
+use std::time::Duration;
+use vouchnet_node::events::NodeEvent;
+use vouchnet_node::{DataDir, LoopExit, NodeError, NodeOptions};
+use vouchnet_protocol::{DeviceId, DeviceKeypair};
+use vouchnet_storage::StoreError;
+
+fn stranger() -> DeviceId {
+    DeviceKeypair::generate(&mut OsRng).public().device_id()
+}
+
+/// A node on a data directory of its own, outside `TestNode`'s temporary directory.
+async fn start_at(dir: &std::path::Path, name: &str) -> TestNode {
+    let node = vouchnet_node::start(NodeOptions {
+        data_dir: DataDir::at(dir),
+        config: config(name),
+    })
+    .await
+    .expect("node starts");
+    TestNode {
+        node: Some(node),
+        dir: tempfile::tempdir().unwrap(),
+        name: name.to_owned(),
+        config: config(name),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowledged() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("laptop");
+    let Some(fs) = Tmpfs::mount_or_skip(&data, "8m") else {
+        return;
+    };
+    let mut a = start_at(&data, "laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    let mut events = a.subscribe();
+
+    // Block strangers until the full disk refuses one: those that came back blocked are
+    // acknowledged, the last one is not.
+    let junk = fs.fill();
+    let mut acknowledged = Vec::new();
+    let (refused, error) = loop {
+        let device = stranger();
+        match a.n().client.block(device).await {
+            Ok(view) => {
+                assert!(view.blocked);
+                acknowledged.push(device.to_string());
+            }
+            Err(e) => break (device, e),
+        }
+        assert!(acknowledged.len() < 1_000, "the disk never filled up");
+    };
+    match &error {
+        NodeError::Store(StoreError::Io(io)) => assert_eq!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull,
+            "the refused block says why: {io}"
+        ),
+        other => panic!("the refused block: {other:?}"),
+    }
+
+    // The node stops on its own, and says so on the event stream.
+    let exit = tokio::time::timeout(Duration::from_secs(20), a.node.as_mut().unwrap().stopped())
+        .await
+        .expect("the node stops");
+    match &exit {
+        LoopExit::StoreFailed(cause) => assert!(cause.contains("No space left on device")),
+        other => panic!("the node stopped for another reason: {other:?}"),
+    }
+    let stopped =
+        common::next_event(&mut events, |e| matches!(e, NodeEvent::NodeStopped { .. })).await;
+    assert_eq!(
+        stopped.event,
+        NodeEvent::NodeStopped {
+            reason: "store_failed".to_owned(),
+            detail: match exit {
+                LoopExit::StoreFailed(cause) => cause,
+                _ => unreachable!(),
+            },
+        }
+    );
+    a.node.take().unwrap().shutdown().await;
+
+    // Once the disk has room, it starts again: the pairing and every acknowledged block are
+    // there, the refused block is not, and it works.
+    std::fs::remove_file(junk).unwrap();
+    let a = start_at(&data, "laptop").await;
+    let mut blocked: Vec<String> = a
+        .n()
+        .client
+        .blocked()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.device_id)
+        .collect();
+    blocked.sort();
+    acknowledged.sort();
+    assert_eq!(blocked, acknowledged);
+    assert!(!blocked.contains(&refused.to_string()));
+    assert!(a
+        .devices()
+        .await
+        .iter()
+        .any(|d| d.device_id == b.id().to_string()));
+    a.n().client.block(refused).await.expect("writes again");
+    a.n().client.dial(b.addr()).await.unwrap();
+    wait_online(&a, b.id(), true).await;
+    let report = a.n().client.audit_verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.error);
+    drop(fs);
+}
+
+/// The same through the CLI, as a script or a service manager sees it: the command that hit
+/// the full disk fails with the disk's error, `vouchnet run` exits 1 saying why and that
+/// nothing acknowledged is lost, and a new `run` once the disk has room has every
+/// acknowledged block.
+#[test]
+fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_freed() {
+    use cli_support::{eventually, vouchnet, Node};
+    let root = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount_or_skip(&root.path().join("laptop"), "8m") else {
+        return;
+    };
+    let mut a = Node::start(root.path(), "laptop", &[]);
+    let junk = fs.fill();
+    let mut acknowledged = Vec::new();
+    let stderr = loop {
+        let device = stranger().to_string();
+        let out = vouchnet(&a.dir, &["block", &device, "--json"]);
+        if out.status.success() {
+            acknowledged.push(device);
+        } else {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(acknowledged.len() < 1_000, "the disk never filled up");
+    };
+    assert!(
+        stderr.starts_with(
+            "error: storage: storage i/o error: No space left on device (os error 28)"
+        ),
+        "{stderr}"
+    );
+
+    let status = eventually("vouchnet run to exit", || {
+        a.child.as_mut().unwrap().try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+    a.child = None;
+    let log = std::fs::read_to_string(a.dir.with_extension("log")).unwrap();
+    assert!(
+        log.contains(
+            "error: the node stopped: its store could not make a write durable (storage i/o \
+             error: No space left on device (os error 28))"
+        ) && log.contains("Nothing it acknowledged is lost; start it again once the disk has room"),
+        "{log}"
+    );
+
+    std::fs::remove_file(junk).unwrap();
+    a.restart(&[]);
+    let blocked = a.json(&["blocked"]);
+    let mut listed: Vec<String> = blocked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["device_id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    acknowledged.sort();
+    assert_eq!(listed, acknowledged);
+    a.stop();
+    drop(fs);
+}

@@ -1,0 +1,196 @@
+//! A full disk, for real: the store on a small tmpfs that a junk file fills up.
+//!
+//! Mounting needs root. CI runs the suite as root with `VOUCHNET_FULL_DISK=required`, which
+//! turns a missing capability into a failure; elsewhere the test prints
+//! `SKIPPED full-disk test: <why>` and passes.
+
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vouchnet_protocol::{Timestamp, VouchNonce};
+use vouchnet_storage::{Store, StoreError};
+
+/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        if !nix_is_root() {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn tmpfs_or_skip(size: &str) -> Option<Tmpfs> {
+    match Tmpfs::mount(size) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            if std::env::var("VOUCHNET_FULL_DISK").as_deref() == Ok("required") {
+                panic!("full-disk test required but impossible: {why}");
+            }
+            println!("SKIPPED full-disk test: {why}");
+            None
+        }
+    }
+}
+
+/// Writes zeros to `dir/junk` until the file system is full.
+fn fill(dir: &Path) -> PathBuf {
+    let junk = dir.join("junk");
+    let mut f = std::fs::File::create(&junk).expect("junk file");
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = f.write_all(&block).and_then(|()| f.sync_all()) {
+            assert_eq!(e.kind(), ErrorKind::StorageFull, "filling: {e}");
+            break;
+        }
+    }
+    junk
+}
+
+fn nonce(i: u64) -> VouchNonce {
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&i.to_be_bytes());
+    VouchNonce(n)
+}
+
+const FAR: Timestamp = Timestamp::from_secs(4_000_000_000);
+
+fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io(io) if io.kind() == ErrorKind::StorageFull)
+}
+
+fn assert_failed(result: Result<impl std::fmt::Debug, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Failed { cause }) => assert!(
+            cause.contains("No space left on device"),
+            "{what}: the cause names the full disk: {cause}"
+        ),
+        other => panic!("{what}: expected StoreError::Failed, got {other:?}"),
+    }
+}
+
+/// A write the full disk refuses fails as `Io(StorageFull)`. The engine keeps that write in
+/// memory and fails every later flush, even once space is freed, so from then on the store
+/// refuses every read and write (`Failed`) instead of answering with the write it said
+/// failed. It does not open while the disk is full; once space is freed it opens with
+/// every acknowledged write and without the failed one, and works again.
+#[test]
+fn a_full_disk_fails_the_write_and_the_store_refuses_everything_until_opened_again() {
+    let Some(fs) = tmpfs_or_skip("4m") else {
+        return;
+    };
+    let db = fs.path().join("db");
+    let store = Store::open(&db).expect("open");
+    let mut acknowledged = 0;
+    for i in 0..10 {
+        store.remember_nonce(&nonce(i), FAR).expect("room to write");
+        acknowledged += 1;
+    }
+    let junk = fill(fs.path());
+
+    // The engine's current log segment may still take a few writes; the first one that
+    // needs the disk fails.
+    let failed = loop {
+        match store.remember_nonce(&nonce(acknowledged), FAR) {
+            Ok(()) => acknowledged += 1,
+            Err(e) => break e,
+        }
+        assert!(acknowledged < 10_000, "the disk never filled up");
+    };
+    assert!(is_disk_full(&failed), "the failed write: {failed:?}");
+    assert_eq!(
+        store
+            .failure()
+            .map(|c| c.contains("No space left on device")),
+        Some(true)
+    );
+
+    // Fail closed: no read answers from memory the disk does not hold, the failed write
+    // included, and no write is taken.
+    assert_failed(store.nonce_seen(&nonce(acknowledged)), "the failed write");
+    assert_failed(store.nonce_seen(&nonce(0)), "an acknowledged write");
+    assert_failed(store.devices(), "a scan");
+    assert_failed(store.audit_head(), "the audit head");
+    assert_failed(
+        store.remember_nonce(&nonce(1_000_000), FAR),
+        "a write while full",
+    );
+    assert!(store.verify_audit().is_err(), "the audit check reads too");
+
+    // Freeing space does not bring the engine back: the store stays failed.
+    std::fs::remove_file(&junk).expect("free the space");
+    assert_failed(
+        store.remember_nonce(&nonce(2_000_000), FAR),
+        "a write once space is freed",
+    );
+    drop(store);
+
+    // While the disk is full the database does not open, with the disk's own error.
+    let junk = fill(fs.path());
+    match Store::open(&db) {
+        Err(e) => assert!(is_disk_full(&e), "opening while full: {e:?}"),
+        Ok(_) => panic!("the database opened on a full disk"),
+    }
+    std::fs::remove_file(&junk).expect("free the space");
+
+    // Opened again: exactly what was acknowledged, and it works.
+    let store = Store::open(&db).expect("opens once space is freed");
+    for i in 0..acknowledged {
+        assert!(
+            store.nonce_seen(&nonce(i)).unwrap(),
+            "acknowledged write {i}"
+        );
+    }
+    for never in [acknowledged, 1_000_000, 2_000_000] {
+        assert!(
+            !store.nonce_seen(&nonce(never)).unwrap(),
+            "failed write {never}"
+        );
+    }
+    assert_eq!(store.failure(), None);
+    store
+        .remember_nonce(&nonce(3_000_000), FAR)
+        .expect("writes again");
+    assert!(store.nonce_seen(&nonce(3_000_000)).unwrap());
+    assert!(store.verify_audit().is_ok());
+}
