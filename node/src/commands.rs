@@ -380,6 +380,18 @@ fn block_line(b: &BlockView) -> String {
     }
 }
 
+/// What a failed key proof means for the user, and what to do about it.
+fn key_proof_hint(reason: &str, device: &str) -> String {
+    match reason {
+        "not_paired_on_peer" => format!(
+            "it no longer holds this pairing (it was reset, or unpaired this device): pair \
+             again with `vouchnet pair {device}`, or unpair it"
+        ),
+        "timeout" => "it connected but did not prove its key in time".to_owned(),
+        other => format!("it connected but failed to prove it holds the pairing key ({other})"),
+    }
+}
+
 async fn devices(dir: &DataDir, out: &Output) -> Result<()> {
     let list: Vec<DeviceView> = parse(api(dir)?.get("/v1/devices").await?)?;
     out.show(&list, || {
@@ -389,7 +401,7 @@ async fn devices(dir: &DataDir, out: &Output) -> Result<()> {
         list.iter()
             .map(|d| {
                 format!(
-                    "{}  {}  {}  {}  {}  paired {}{}",
+                    "{}  {}  {}  {}  {}  paired {}{}{}",
                     d.name,
                     d.device_id,
                     d.pairing_type,
@@ -399,6 +411,10 @@ async fn devices(dir: &DataDir, out: &Output) -> Result<()> {
                     d.vouched_by
                         .as_ref()
                         .map(|v| format!(" (vouched by {v})"))
+                        .unwrap_or_default(),
+                    d.key_proof_failed
+                        .as_deref()
+                        .map(|why| format!("\n    {}", key_proof_hint(why, &d.device_id)))
                         .unwrap_or_default()
                 )
             })

@@ -1172,6 +1172,8 @@ impl EventLoop {
         match self.store.pair_direct(&record) {
             Ok(rec) => {
                 tracing::info!("paired with {} ({})", rec.name.as_str(), rec.device_id);
+                // A re-pairing replaces the pairing an earlier proof failed on.
+                self.presence.forget_failed_proof(&rec.device_id);
                 let peer = peer_of(&rec.device_id);
                 self.swarm.behaviour_mut().set_paired(peer, true);
                 let announced = self
@@ -1286,9 +1288,12 @@ impl EventLoop {
         {
             tracing::error!(%device, "cannot audit the failed key proof: {e}");
         }
-        if self.presence.unverify(&device) {
-            if let Some(rec) = self.paired_record(&device) {
+        self.presence.proof_failed(device, reason);
+        if let Some(rec) = self.paired_record(&device) {
+            if self.presence.unverify(&device) {
                 self.presence_changed(&rec, false);
+            } else {
+                self.publish_device(&rec);
             }
         }
         self.hub.publish(NodeEvent::KeyProofFailed {
@@ -1634,6 +1639,7 @@ impl EventLoop {
             rec,
             self.presence.is_online(&rec.device_id),
             self.proxy.is_flagged(&rec.device_id),
+            self.presence.failed_proof(&rec.device_id),
         )
     }
 
@@ -1697,6 +1703,7 @@ impl EventLoop {
             .behaviour_mut()
             .set_paired(peer_of(&device), false);
         self.presence.unverify(&device);
+        self.presence.forget_failed_proof(&device);
         self.redial.forget(&device);
         self.keyproof.connection_lost(device);
         self.proxy.device_forgotten(&device);

@@ -61,16 +61,26 @@ pub struct DeviceView {
     /// (`on_voucher_removed = review`); `review keep|remove` decides.
     #[serde(default)]
     pub review: bool,
+    /// Why its last key proof failed, if none succeeded since (`not_paired_on_peer`: the
+    /// other device no longer holds this pairing, so the users must pair again; `bad_mac`,
+    /// `wrong_challenge`, `timeout`).
+    #[serde(default)]
+    pub key_proof_failed: Option<String>,
 }
 
 impl DeviceView {
     /// The view of a stored device, not flagged for review.
     pub fn new(record: &DeviceRecord, online: bool) -> Self {
-        Self::flagged(record, online, false)
+        Self::flagged(record, online, false, None)
     }
 
-    /// The view of a stored device, with its review flag.
-    pub fn flagged(record: &DeviceRecord, online: bool, review: bool) -> Self {
+    /// The view of a stored device, with its review flag and its last failed key proof.
+    pub fn flagged(
+        record: &DeviceRecord,
+        online: bool,
+        review: bool,
+        key_proof_failed: Option<&str>,
+    ) -> Self {
         DeviceView {
             device_id: record.device_id.to_string(),
             name: record.name.as_str().to_owned(),
@@ -81,6 +91,7 @@ impl DeviceView {
             paired_at: record.paired_at.as_millis(),
             last_seen: record.last_seen.map(|t| t.as_millis()),
             review,
+            key_proof_failed: key_proof_failed.map(str::to_owned),
         }
     }
 }

@@ -6,7 +6,7 @@ mod common;
 mod proxy_support;
 
 use common::*;
-use vouchnet_node::events::NodeEvent;
+use vouchnet_node::events::{NodeEvent, ResourceKind};
 use vouchnet_protocol::SymmetricKey;
 use vouchnet_storage::Store;
 
@@ -122,6 +122,7 @@ async fn a_device_that_forgot_this_one_is_reported_at_once() {
     a.restart().await;
     // The laptop redials the phone, challenges it, and the phone says it is not paired.
     let mut a_events = a.subscribe();
+    let mut a_devices = a.subscribe();
     let failed = next_event(&mut a_events, |e| {
         matches!(e, NodeEvent::KeyProofFailed { .. })
     })
@@ -130,7 +131,26 @@ async fn a_device_that_forgot_this_one_is_reported_at_once() {
         matches!(&failed.event, NodeEvent::KeyProofFailed { reason, .. } if reason == "not_paired_on_peer"),
         "{failed:?}"
     );
-    assert!(!a.devices().await[0].online);
+    // The device list, and the device resource on the event stream, say why the phone
+    // stays offline, not only that it does.
+    let phone_id = b.id().to_string();
+    next_event(&mut a_devices, |e| {
+        matches!(e, NodeEvent::ResourceChanged { resource: ResourceKind::Device, id, data }
+            if *id == phone_id && data["key_proof_failed"] == "not_paired_on_peer")
+    })
+    .await;
+    let phone = &a.devices().await[0];
+    assert!(!phone.online);
+    assert_eq!(
+        phone.key_proof_failed.as_deref(),
+        Some("not_paired_on_peer")
+    );
+
+    // The users pair again: the new pairing replaces the old one and the reason is gone.
+    pair(&b, &a).await;
+    wait_online(&a, b.id(), true).await;
+    let phone = &a.devices().await[0];
+    assert_eq!(phone.key_proof_failed, None);
 }
 
 /// Idle connections close after `idle_connection_timeout`, except those to paired devices.

@@ -375,6 +375,7 @@ function deviceItem(d) {
       h('span', { class: `badge trust-${d.trust_level}` }, d.trust_level[0].toUpperCase() + d.trust_level.slice(1)),
     ),
     d.vouched_by ? h('p', { class: 'vouched-by' }, 'Vouched for by ', nameOf(d.vouched_by)) : null,
+    d.key_proof_failed ? h('p', { class: 'note key-proof-failed', role: 'note' }, keyProofText(d)) : null,
     h('p', { class: 'muted' }, 'Id ', h('code', { title: id }, shortId(id)), ' · paired ', fmtTime(d.paired_at),
       d.online || !d.last_seen ? '' : ` · last seen ${fmtTime(d.last_seen)}`),
     h('form', {
@@ -576,6 +577,14 @@ async function setTrust(deviceId, level) {
     toast(`${d.name} is now ${d.trust_level}.`);
     changed('devices');
   }
+}
+
+/** Why a device stays offline although it connects: its last key proof failed. */
+function keyProofText(d) {
+  if (d.key_proof_failed === 'not_paired_on_peer') {
+    return `${d.name} connects but no longer holds this pairing (it was reset, or it unpaired this device). Pair the two again, or unpair it.`;
+  }
+  return `${d.name} connects but could not prove it holds the pairing key (${d.key_proof_failed}).`;
 }
 
 async function review(deviceId, keep) {

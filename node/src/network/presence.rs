@@ -32,11 +32,14 @@ pub enum Transition {
     },
 }
 
-/// Connection counts and verified devices.
+/// Connection counts, verified devices, and why a device's last key proof failed.
 #[derive(Debug, Default)]
 pub struct Presence {
     connections: HashMap<DeviceId, usize>,
     online: HashSet<DeviceId>,
+    /// Devices whose last key proof failed, with the reason, until one succeeds: what the
+    /// user needs to see to tell "switched off" from "does not know this device any more".
+    failed_proofs: HashMap<DeviceId, String>,
 }
 
 impl Presence {
@@ -69,7 +72,24 @@ impl Presence {
     /// `device` proved its key. Returns true if it became online now (it is connected and
     /// was not online yet).
     pub fn verified(&mut self, device: DeviceId) -> bool {
+        self.failed_proofs.remove(&device);
         self.connections.contains_key(&device) && self.online.insert(device)
+    }
+
+    /// `device` failed to prove its key, for `reason`; kept until a proof succeeds or the
+    /// pairing is replaced.
+    pub fn proof_failed(&mut self, device: DeviceId, reason: &str) {
+        self.failed_proofs.insert(device, reason.to_owned());
+    }
+
+    /// Why `device`'s last key proof failed, if it did and none succeeded since.
+    pub fn failed_proof(&self, device: &DeviceId) -> Option<&str> {
+        self.failed_proofs.get(device).map(String::as_str)
+    }
+
+    /// Forgets a failed proof: the pairing with `device` was replaced or removed.
+    pub fn forget_failed_proof(&mut self, device: &DeviceId) {
+        self.failed_proofs.remove(device);
     }
 
     /// `device` is no longer trusted online (unpaired, blocked, or its proof failed) though
