@@ -29,32 +29,32 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# `run_tests LOG ARGS...`: `cargo test ARGS... -- --nocapture`, its output kept in LOG;
+# on failure, the failing tests and panics, then exit with cargo's status.
+run_tests() {
+  local log=$1
+  shift
+  set +e +o pipefail
+  cargo test "$@" -- --nocapture 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  set -e -o pipefail
+  if [ "$status" != "0" ]; then
+    echo "cargo test failed (full output: $log):"
+    grep -E '^(failures:|    [a-z_:]+$)|panicked' "$log" | head -40
+    exit "$status"
+  fi
+}
+
 step "cargo test (unit, property, integration, crash, full disk, multi-process, simulation, browser, netns)"
 mkdir -p target
-set +e +o pipefail
-cargo test --workspace --locked -- --nocapture 2>&1 | tee target/test-all.log
-status=${PIPESTATUS[0]}
-set -e -o pipefail
-if [ "$status" != "0" ]; then
-  echo "cargo test failed (full output: target/test-all.log):"
-  grep -E '^(failures:|    [a-z_:]+$)|panicked' target/test-all.log | head -40
-  exit "$status"
-fi
+run_tests target/test-all.log --workspace --locked
 echo "test binaries and results:"
 grep -cE '^test result: ok' target/test-all.log | sed 's/^/  test binaries passed: /'
 grep -h '^SKIPPED' target/test-all.log | sort -u | sed 's/^/  /' || true
 
 step "QUIC transport (a build with the quic feature: lints, the node's unit tests, tests/quic.rs)"
 cargo clippy -p vouchnet-node --features quic --all-targets --locked -- -D warnings
-set +e +o pipefail
-cargo test -p vouchnet-node --features quic --locked --lib --test quic -- --nocapture 2>&1 | tee target/test-quic.log
-status=${PIPESTATUS[0]}
-set -e -o pipefail
-if [ "$status" != "0" ]; then
-  echo "cargo test --features quic failed (full output: target/test-quic.log):"
-  grep -E '^(failures:|    [a-z_:]+$)|panicked' target/test-quic.log | head -40
-  exit "$status"
-fi
+run_tests target/test-quic.log -p vouchnet-node --features quic --locked --lib --test quic
 grep -cE '^test result: ok' target/test-quic.log | sed 's/^/  test binaries passed (quic build): /'
 
 step "supply chain (cargo-deny)"

@@ -115,27 +115,11 @@ async fn proxied_devices_prove_the_key_rekey_so_the_voucher_is_locked_out_and_ex
     wait_online(&e, t.id(), true).await;
     wait_online(&t, e.id(), true).await;
     // The vouchee replaces the proxied key; both sides audit the rekey.
-    eventually(|| async { (audit_count(&e, "replaced by a rekey").await == 1).then_some(()) })
-        .await;
-    eventually(|| async { (audit_count(&t, "replaced by a rekey").await == 1).then_some(()) })
-        .await;
+    wait_rekeyed(&[&e, &t]).await;
 
     // Sealed messages both ways over the new key.
-    e.n()
-        .client
-        .send_text(t.id(), "hello from the newcomer".into())
-        .await
-        .unwrap();
-    t.n()
-        .client
-        .send_text(e.id(), "welcome".into())
-        .await
-        .unwrap();
-    let inbox = t.n().client.inbox().await.unwrap();
-    assert_eq!(inbox.last().unwrap().text, "hello from the newcomer");
-    assert_eq!(inbox.last().unwrap().from, e.id().to_string());
-    let inbox = e.n().client.inbox().await.unwrap();
-    assert_eq!(inbox.last().unwrap().text, "welcome");
+    send_sealed(&e, &t, "hello from the newcomer").await;
+    send_sealed(&t, &e, "welcome").await;
 
     // The key T and E share is the same on both, and is not the one the voucher derived.
     let (v_id, t_id, e_id) = (v.id(), t.id(), e.id());
@@ -185,8 +169,7 @@ async fn the_vouchee_reaches_a_target_it_never_met_through_the_addresses_its_vou
     assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
     wait_online(&e, t.id(), true).await;
     wait_online(&t, e.id(), true).await;
-    eventually(|| async { (audit_count(&e, "replaced by a rekey").await == 1).then_some(()) })
-        .await;
+    wait_rekeyed(&[&e]).await;
     let peers = e.n().client.peers().await.unwrap();
     let to_t = peers
         .iter()
@@ -508,10 +491,7 @@ async fn sealed_messages_reach_a_proxied_device_as_it_comes_online_and_after_the
         .await
         .unwrap();
     // After the rekey, on both sides.
-    for n in [&e, &t] {
-        eventually(|| async { (audit_count(n, "replaced by a rekey").await == 1).then_some(()) })
-            .await;
-    }
+    wait_rekeyed(&[&e, &t]).await;
     e.n()
         .client
         .send_text(t.id(), "after the rekey".into())

@@ -77,30 +77,11 @@ async fn pairing_vouching_rekey_and_sealed_messages_work_over_quic_alone() {
     wait_online(&e, t.id(), true).await;
     wait_online(&t, e.id(), true).await;
     assert_reached_over_quic(&e, &t).await;
-    eventually(|| async { (audit_count(&e, "replaced by a rekey").await == 1).then_some(()) })
-        .await;
-    eventually(|| async { (audit_count(&t, "replaced by a rekey").await == 1).then_some(()) })
-        .await;
+    wait_rekeyed(&[&e, &t]).await;
 
     // Sealed messages both ways, under the key the voucher never saw.
-    e.n()
-        .client
-        .send_text(t.id(), "hello over quic".into())
-        .await
-        .unwrap();
-    t.n()
-        .client
-        .send_text(e.id(), "welcome".into())
-        .await
-        .unwrap();
-    let at_t = t.n().client.inbox().await.unwrap();
-    let last = at_t.last().expect("the target received a message");
-    assert_eq!(
-        (last.from.as_str(), last.text.as_str()),
-        (e.id().to_string().as_str(), "hello over quic")
-    );
-    let at_e = e.n().client.inbox().await.unwrap();
-    assert_eq!(at_e.last().expect("a reply").text, "welcome");
+    send_sealed(&e, &t, "hello over quic").await;
+    send_sealed(&t, &e, "welcome").await;
 
     // Every trail verifies.
     for node in [&v, &t, &e] {

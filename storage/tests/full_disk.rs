@@ -4,88 +4,15 @@
 //! turns a missing capability into a failure; elsewhere the test prints
 //! `SKIPPED full-disk test: <why>` and passes.
 
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[allow(dead_code)]
+mod support {
+    pub mod tmpfs;
+}
+
+use std::io::ErrorKind;
+use support::tmpfs::Tmpfs;
 use vouchnet_protocol::{Timestamp, VouchNonce};
 use vouchnet_storage::{Store, StoreError};
-
-/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        if !nix_is_root() {
-            return Err("mounting a tmpfs needs root".into());
-        }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn tmpfs_or_skip(size: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount(size) {
-        Ok(t) => Some(t),
-        Err(why) => {
-            if std::env::var("VOUCHNET_FULL_DISK").as_deref() == Ok("required") {
-                panic!("full-disk test required but impossible: {why}");
-            }
-            println!("SKIPPED full-disk test: {why}");
-            None
-        }
-    }
-}
-
-/// Writes zeros to `dir/junk` until the file system is full.
-fn fill(dir: &Path) -> PathBuf {
-    let junk = dir.join("junk");
-    let mut f = std::fs::File::create(&junk).expect("junk file");
-    let block = vec![0u8; 64 * 1024];
-    loop {
-        if let Err(e) = f.write_all(&block).and_then(|()| f.sync_all()) {
-            assert_eq!(e.kind(), ErrorKind::StorageFull, "filling: {e}");
-            break;
-        }
-    }
-    junk
-}
 
 fn nonce(i: u64) -> VouchNonce {
     let mut n = [0u8; 16];
@@ -116,17 +43,18 @@ fn assert_failed(result: Result<impl std::fmt::Debug, StoreError>, what: &str) {
 /// every acknowledged write and without the failed one, and works again.
 #[test]
 fn a_full_disk_fails_the_write_and_the_store_refuses_everything_until_opened_again() {
-    let Some(fs) = tmpfs_or_skip("4m") else {
+    let root = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount_or_skip(&root.path().join("disk"), "4m") else {
         return;
     };
-    let db = fs.path().join("db");
+    let db = root.path().join("disk").join("db");
     let store = Store::open(&db).expect("open");
     let mut acknowledged = 0;
     for i in 0..10 {
         store.remember_nonce(&nonce(i), FAR).expect("room to write");
         acknowledged += 1;
     }
-    let junk = fill(fs.path());
+    let junk = fs.fill();
 
     // The engine's current log segment may still take a few writes; the first one that
     // needs the disk fails.
@@ -166,7 +94,7 @@ fn a_full_disk_fails_the_write_and_the_store_refuses_everything_until_opened_aga
     drop(store);
 
     // While the disk is full the database does not open, with the disk's own error.
-    let junk = fill(fs.path());
+    let junk = fs.fill();
     match Store::open(&db) {
         Err(e) => assert!(is_disk_full(&e), "opening while full: {e:?}"),
         Ok(_) => panic!("the database opened on a full disk"),

@@ -17,6 +17,7 @@ use vouchnet_node::views::{DeviceView, PairingRequestView};
 use vouchnet_node::{DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, Frame, Limits, Message};
 
+#[path = "../../../storage/tests/support/tmpfs.rs"]
 pub mod tmpfs;
 
 /// Long enough for any step on a loaded 2-core machine; a test that needs it has failed.

@@ -160,6 +160,31 @@ pub async fn audit_count(node: &TestNode, needle: &str) -> usize {
         .count()
 }
 
+/// Waits until each of `nodes` audited one rekey: the proxied key it shares with the
+/// other was replaced by one the voucher never saw.
+pub async fn wait_rekeyed(nodes: &[&TestNode]) {
+    for n in nodes {
+        eventually(|| async { (audit_count(n, "replaced by a rekey").await == 1).then_some(()) })
+            .await;
+    }
+}
+
+/// `from` sends `to` a sealed text, acknowledged; it is then the last message in `to`'s
+/// inbox, from `from`.
+pub async fn send_sealed(from: &TestNode, to: &TestNode, text: &str) {
+    from.n()
+        .client
+        .send_text(to.id(), text.to_owned())
+        .await
+        .unwrap();
+    let inbox = to.n().client.inbox().await.unwrap();
+    let last = inbox.last().expect("a message arrived");
+    assert_eq!(
+        (last.from.as_str(), last.text.as_str()),
+        (from.id().to_string().as_str(), text)
+    );
+}
+
 /// Pairs `a` and `b` and waits until each sees the other online.
 pub async fn pair_online(a: &TestNode, b: &TestNode) {
     pair(a, b).await;

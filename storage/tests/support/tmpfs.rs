@@ -1,5 +1,5 @@
 //! A real full disk for tests: a small tmpfs mounted on a directory, and a junk file that
-//! fills it. Mounting needs root. CI runs the suite as root with `VOUCHNET_FULL_DISK=required`,
+//! fills it. Shared by the storage and node tests (the node's include this file by path). Mounting needs root. CI runs the suite as root with `VOUCHNET_FULL_DISK=required`,
 //! which turns a missing capability into a failure; elsewhere a test prints
 //! `SKIPPED full-disk test: <why>` and passes.
 
