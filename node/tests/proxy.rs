@@ -243,6 +243,48 @@ async fn user_confirmation_flow_the_target_asks_its_user_who_accepts() {
     );
 }
 
+/// A prompt is on disk before the voucher hears that a person is asked: the target
+/// restarts, the prompt is still there with its id and deadline, and the user's answer
+/// reaches the voucher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_survives_a_restart_of_the_target_and_is_answered_after_it() {
+    let (v, mut t, e) = three(NodeConfig {
+        auto_accept_vouched: false,
+        ..fast("target")
+    })
+    .await;
+    let mut t_events = t.subscribe();
+    let id = vouch(&v, &e, &[&t]).await;
+    next_event(&mut t_events, |e| {
+        matches!(e, NodeEvent::ProxyPairingConfirmationRequired { .. })
+    })
+    .await;
+    let before = t.n().client.proxy_requests().await.unwrap();
+    assert_eq!(before.len(), 1);
+
+    t.stop().await;
+    t.restart().await;
+    assert_eq!(t.n().client.proxy_requests().await.unwrap(), before);
+    assert!(!has_device(&t, e.id()).await, "still nothing stored");
+
+    let out = t
+        .n()
+        .client
+        .confirm_proxy(before[0].id.clone(), true)
+        .await
+        .unwrap();
+    assert_eq!(out.decision, "accepted");
+    assert!(t.n().client.proxy_requests().await.unwrap().is_empty());
+    assert_eq!(final_status(&v, id, t.id()).await.0, "accepted");
+    wait_device(&e, t.id()).await;
+
+    // Answered, it is gone from the disk too.
+    t.stop().await;
+    t.restart().await;
+    assert!(t.n().client.proxy_requests().await.unwrap().is_empty());
+    assert!(has_device(&t, e.id()).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_flow_the_targets_user_refuses_and_nothing_is_stored() {
     let (v, t, e) = three(NodeConfig {

@@ -33,9 +33,12 @@ pub const TREE_REPLAY: &str = "replay_cache";
 pub const TREE_DECISIONS: &str = "decisions";
 /// `seq` (8 bytes) → the exact bytes of one [`crate::AuditEntry`].
 pub const TREE_AUDIT: &str = "audit";
+/// `session ‖ vouchee ‖ voucher` → [`crate::PromptRecord`]: vouches waiting for this
+/// device's user. Added after schema 1 was fixed; an older database gets it empty.
+pub const TREE_PROMPTS: &str = "prompts";
 
 /// Every tree, in the fixed order of the store's transactions.
-pub(crate) const ALL_TREES: [&str; 12] = [
+pub(crate) const ALL_TREES: [&str; 13] = [
     TREE_META,
     TREE_DEVICES,
     TREE_TOMBSTONES,
@@ -48,6 +51,7 @@ pub(crate) const ALL_TREES: [&str; 12] = [
     TREE_REPLAY,
     TREE_DECISIONS,
     TREE_AUDIT,
+    TREE_PROMPTS,
 ];
 
 /// Meta key of the schema version (`u32` big-endian).
@@ -183,6 +187,14 @@ pub(crate) fn decision_key(session: SessionId, vouchee: DeviceId) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + v.len());
     k.extend_from_slice(&session.0);
     k.extend_from_slice(&v);
+    k
+}
+
+/// `session_id ‖ vouchee bytes ‖ voucher bytes`: the key of a prompt. The voucher is part
+/// of it because a session id is the voucher's to choose: two vouchers may use the same.
+pub(crate) fn prompt_key(session: SessionId, vouchee: DeviceId, voucher: DeviceId) -> Vec<u8> {
+    let mut k = decision_key(session, vouchee);
+    k.extend_from_slice(&voucher.to_bytes());
     k
 }
 

@@ -142,6 +142,40 @@ pub struct PairingRecord {
     pub state: SecretBytes,
 }
 
+/// A vouch waiting for this device's user (target side). It is stored before the voucher is
+/// told that a person is being asked, so a restart does not lose what the user was asked:
+/// the prompt comes back with its id and deadline. It holds the opened target–vouchee key,
+/// so it is encoded and dropped like a key. Keyed by `session ‖ vouchee ‖ voucher`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptRecord {
+    /// The vouching session.
+    pub session_id: SessionId,
+    /// The device that vouches.
+    pub voucher: DeviceId,
+    /// The device vouched for.
+    pub vouchee: DeviceId,
+    /// The id the user answers with (`proxy accept|reject <ID>`).
+    pub id: String,
+    /// The signed vouch, as received and verified (the latest one, after a redelivery).
+    pub vouch: vouchnet_protocol::messages::SignedVouch,
+    /// The opened target–vouchee key.
+    #[serde(with = "secret_key_serde")]
+    pub proxied_key: SymmetricKey,
+    /// When the prompt expires.
+    pub deadline: Timestamp,
+    /// The nonces of the vouches this prompt stands for, remembered with the decision.
+    pub nonces: Vec<PromptNonce>,
+}
+
+/// A nonce a prompt holds, and until when the replay cache must remember it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptNonce {
+    /// The nonce.
+    pub nonce: VouchNonce,
+    /// When it may be forgotten.
+    pub expires_at: Timestamp,
+}
+
 /// A target's recorded answer to one vouch, keyed by (session, vouchee), so that a
 /// re-delivered vouch of the same session gets the same signed answer and is never applied
 /// twice.

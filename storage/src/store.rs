@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::fsperm;
 use crate::layout::{self, ExpiryKind, QueueRef};
 use crate::records::{
-    DecisionRecord, DeviceRecord, PairingRecord, Reliability, RevokeReason, Tombstone,
+    DecisionRecord, DeviceRecord, PairingRecord, PromptRecord, Reliability, RevokeReason, Tombstone,
 };
 use crate::retention::{PruneReport, RetentionPolicy};
 use crate::txn::{
@@ -172,6 +172,7 @@ const EXPIRY: usize = 8;
 const REPLAY: usize = 9;
 const DECISIONS: usize = 10;
 const AUDIT: usize = 11;
+const PROMPTS: usize = 12;
 
 /// How many expired records one prune transaction handles.
 const PRUNE_CHUNK: usize = 512;
@@ -688,6 +689,26 @@ impl Store {
         expires_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.write(|tx| tx.remember_nonce(nonce, expires_at))
+    }
+
+    /// Stores a prompt waiting for the user (see [`Txn::put_prompt`]).
+    pub fn put_prompt(&self, p: &PromptRecord) -> Result<(), StoreError> {
+        self.write(|tx| tx.put_prompt(p))
+    }
+
+    /// Removes a prompt (see [`Txn::remove_prompt`]).
+    pub fn remove_prompt(
+        &self,
+        session: &SessionId,
+        vouchee: &DeviceId,
+        voucher: &DeviceId,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| tx.remove_prompt(session, vouchee, voucher))
+    }
+
+    /// Every prompt waiting for the user, to open again at start.
+    pub fn prompts(&self) -> Result<Vec<PromptRecord>, StoreError> {
+        self.all_decoded(PROMPTS, "prompt record")
     }
 
     /// Vouchee side: adds a target that accepted us (see [`Txn::add_proxied_device`]).

@@ -7,7 +7,7 @@ use common::*;
 use vouchnet_protocol::messages::{AcceptedHow, Decision, VouchRejection};
 use vouchnet_protocol::model::{PairingType, QueueKind, TrustLevel, VouchStatus};
 use vouchnet_protocol::queue::DropReason;
-use vouchnet_protocol::QueuePolicy;
+use vouchnet_protocol::{QueuePolicy, SessionId, Timestamp, VouchNonce};
 use vouchnet_storage::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -704,6 +704,57 @@ fn a_transient_rejection_is_not_remembered_as_the_decision() {
             .expect("later"),
         AcceptOutcome::Accepted(_)
     ));
+}
+
+fn prompt(voucher: u8, session: SessionId, n: VouchNonce, deadline: Timestamp) -> PromptRecord {
+    let v = vouch(voucher, session, 5, 0, n, at(100));
+    PromptRecord {
+        session_id: session,
+        voucher: id(voucher),
+        vouchee: kp(5).device_id(),
+        id: session.to_hex(),
+        vouch: v,
+        proxied_key: key(9),
+        deadline,
+        nonces: vec![PromptNonce {
+            nonce: n,
+            expires_at: at(400_000),
+        }],
+    }
+}
+
+#[test]
+fn a_prompt_is_kept_until_removed_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let first = prompt(1, sid(1), nonce(1), at(86_400_000));
+    // The same vouchee and session from another voucher is another prompt.
+    let other = prompt(2, sid(1), nonce(2), at(86_400_000));
+    store.put_prompt(&first).expect("put");
+    store.put_prompt(&other).expect("put");
+    // A redelivery replaces the prompt: the newer vouch, both nonces.
+    let mut again = prompt(1, sid(1), nonce(3), at(86_400_000));
+    again.nonces.insert(0, first.nonces[0]);
+    store.put_prompt(&again).expect("replace");
+    drop(store);
+
+    let store = Store::open(dir.path()).expect("reopen");
+    let mut stored = store.prompts().expect("read");
+    stored.sort_by_key(|p| p.voucher.to_bytes());
+    let mut expected = vec![again.clone(), other.clone()];
+    expected.sort_by_key(|p| p.voucher.to_bytes());
+    assert_eq!(stored, expected);
+    // The record holds a key: its Debug form does not show it.
+    assert!(!format!("{:?}", stored[0]).contains(&format!("{:?}", [9u8; 32])));
+
+    let vouchee = kp(5).device_id();
+    assert!(store
+        .remove_prompt(&sid(1), &vouchee, &id(1))
+        .expect("remove"));
+    assert!(!store
+        .remove_prompt(&sid(1), &vouchee, &id(1))
+        .expect("again"));
+    assert_eq!(store.prompts().expect("read"), vec![other]);
 }
 
 #[test]

@@ -36,13 +36,17 @@ use vouchnet_protocol::model::{SessionState, VouchingSession};
 use vouchnet_protocol::rekey::RekeyManager;
 use vouchnet_protocol::vouch::{PendingPrompt, PromptKey, SeenNonce};
 use vouchnet_protocol::{DeviceId, SessionId, SymmetricKey, Timestamp, VouchNonce};
-use vouchnet_storage::{AuditEvent, DeviceProof, QueueRef, Store, VoucherRemovalPolicy};
+use vouchnet_storage::{
+    AuditEvent, DeviceProof, PromptNonce, PromptRecord, QueueRef, Store, StoreError,
+    VoucherRemovalPolicy,
+};
 
 /// How long a rekey exchange may take.
 pub const REKEY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A vouch waiting for this device's user.
-#[derive(Debug)]
+/// A vouch waiting for this device's user. It is also on disk ([`PromptRecord`], written
+/// before the voucher hears that a person is asked), so a restart does not lose it.
+#[derive(Debug, Clone)]
 pub struct OpenPrompt {
     /// What the receiver machine needs to decide later.
     pub prompt: PendingPrompt,
@@ -52,6 +56,63 @@ pub struct OpenPrompt {
     /// refused while the prompt is open (they reach the persistent replay cache when the
     /// prompt is answered).
     pub nonces: Vec<SeenNonce>,
+}
+
+impl OpenPrompt {
+    /// The record that keeps this prompt across restarts.
+    pub(crate) fn record(&self) -> PromptRecord {
+        let key = self.prompt.key();
+        PromptRecord {
+            session_id: key.session_id,
+            voucher: key.voucher,
+            vouchee: key.vouchee,
+            id: self.id.clone(),
+            vouch: self.prompt.vouch.clone(),
+            proxied_key: self.prompt.proxied_key.clone(),
+            deadline: self.prompt.deadline,
+            nonces: self
+                .nonces
+                .iter()
+                .map(|s| PromptNonce {
+                    nonce: s.nonce,
+                    expires_at: s.expires_at,
+                })
+                .collect(),
+        }
+    }
+
+    /// A prompt an earlier run stored. Its vouch was verified when it arrived; a record
+    /// whose vouch no longer decodes, or names other devices than its key, is corrupt.
+    pub(crate) fn from_record(r: PromptRecord) -> Result<OpenPrompt, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { detail };
+        let cert = r
+            .vouch
+            .decode_unverified()
+            .map_err(|e| corrupt(format!("a stored prompt's vouch does not decode: {e}")))?;
+        if (cert.session_id, cert.voucher, cert.vouchee) != (r.session_id, r.voucher, r.vouchee) {
+            return Err(corrupt(
+                "a stored prompt's vouch is not the one its key names".into(),
+            ));
+        }
+        Ok(OpenPrompt {
+            prompt: PendingPrompt {
+                cert,
+                digest: r.vouch.body_digest(),
+                vouch: r.vouch,
+                proxied_key: r.proxied_key,
+                deadline: r.deadline,
+            },
+            id: r.id,
+            nonces: r
+                .nonces
+                .iter()
+                .map(|n| SeenNonce {
+                    nonce: n.nonce,
+                    expires_at: n.expires_at,
+                })
+                .collect(),
+        })
+    }
 }
 
 /// The in-memory side of proxy pairing. See the module docs.
@@ -102,6 +163,11 @@ impl ProxyState {
         };
         for s in store.sessions()? {
             state.track_session(&s);
+        }
+        // Prompts still waiting for the user: shown again, with their ids and deadlines.
+        for r in store.prompts()? {
+            let open = OpenPrompt::from_record(r)?;
+            state.prompts.insert(open.prompt.key(), open);
         }
         let devices = store.devices()?;
         for d in &devices {

@@ -15,14 +15,13 @@
 //! before the deadline; at the deadline [`Receiver::expire_prompt`] refuses it
 //! (`prompt_expired`).
 //!
-//! Open prompts are kept in memory: their nonces join the replay cache when the prompt is
-//! answered (so `accept_vouch` records the nonce with the device, as for an automatic
-//! acceptance), and a replay while the prompt is open is refused from the in-memory list.
-//! A restart forgets open prompts. Nothing is lost by it: the voucher sees no answer by the
-//! deadline this device announced, and because this device said its user was asked, it
-//! delivers the vouch again (signed afresh) rather than record a timeout; with no decision
-//! stored here, the user is asked again. The same redelivery carries an answer the user gave
-//! while the voucher was unreachable: the decision is stored, and given again.
+//! An open prompt is stored (`Store::put_prompt`) before the voucher hears that the user
+//! is asked, and leaves the store in the transaction of the decision that answers it. So a
+//! restart shows it again, with its id and deadline (`ProxyState::load`). Its nonces join
+//! the replay cache with that decision (so `accept_vouch` records the nonce with the
+//! device, as for an automatic acceptance); while it is open, a replay is refused from the
+//! prompt itself. An answer the user gave while the voucher was unreachable is stored, and
+//! given again when the voucher delivers the vouch again (signed afresh).
 
 use super::OpenPrompt;
 use crate::error::NodeError;
@@ -128,14 +127,15 @@ impl EventLoop {
             reply: answer,
             commit,
         } = verdict;
-        if let Some(key) = &commit.close_prompt {
-            if let Some(open) = self.proxy.prompts.remove(key) {
-                self.hub.publish(NodeEvent::ResourceDeleted {
-                    resource: ResourceKind::ProxyRequest,
-                    id: open.id,
-                });
-            }
-        }
+        // A prompt this verdict answers leaves the store in the same transaction as the
+        // decision, and memory once that is stored.
+        let closing = commit.close_prompt;
+        let close_stored = |tx: &vouchnet_storage::Txn| match &closing {
+            Some(k) => tx
+                .remove_prompt(&k.session_id, &k.vouchee, &k.voucher)
+                .map(|_| ()),
+            None => Ok(()),
+        };
         let cert = match vouch.decode_unverified() {
             Ok(c) => c,
             // The machine decoded it already; this cannot fail for a verdict it returned.
@@ -189,6 +189,7 @@ impl EventLoop {
                 let result = self.store.write(|tx| {
                     let out = tx.accept_vouch(&a)?;
                     remember_others(tx)?;
+                    close_stored(tx)?;
                     Ok(out)
                 });
                 match result {
@@ -220,7 +221,7 @@ impl EventLoop {
             }
             Outcome::Rejected(reason) => {
                 self.refused(voucher, "ProxyPairingRequest", rejection_name(&reason));
-                if commit.seen_nonce.is_some() || commit.decision.is_some() {
+                if commit.seen_nonce.is_some() || commit.decision.is_some() || closing.is_some() {
                     let r = RejectVouch {
                         session_id: cert.session_id,
                         voucher: cert.voucher,
@@ -236,6 +237,7 @@ impl EventLoop {
                     let result = self.store.write(|tx| {
                         let out = tx.reject_vouch(&r)?;
                         remember_others(tx)?;
+                        close_stored(tx)?;
                         Ok(out)
                     });
                     match result {
@@ -255,12 +257,20 @@ impl EventLoop {
                 let Some(prompt) = commit.open_prompt else {
                     return Settled::not_stored();
                 };
-                self.open_prompt(prompt, commit.seen_nonce);
+                if !self.open_prompt(prompt, commit.seen_nonce) {
+                    return Settled::not_stored();
+                }
                 Applied::Prompted
             }
             Outcome::Repeated(_) => {
-                if let Some(s) = commit.seen_nonce {
-                    if let Err(e) = self.store.remember_nonce(&s.nonce, s.expires_at) {
+                if commit.seen_nonce.is_some() || closing.is_some() {
+                    let result = self.store.write(|tx| {
+                        if let Some(s) = commit.seen_nonce {
+                            tx.remember_nonce(&s.nonce, s.expires_at)?;
+                        }
+                        close_stored(tx)
+                    });
+                    if let Err(e) = result {
                         tracing::error!("cannot store the vouch nonce: {e}");
                         return Settled::not_stored();
                     }
@@ -268,6 +278,14 @@ impl EventLoop {
                 Applied::Repeated
             }
         };
+        if let Some(key) = &closing {
+            if let Some(open) = self.proxy.prompts.remove(key) {
+                self.hub.publish(NodeEvent::ResourceDeleted {
+                    resource: ResourceKind::ProxyRequest,
+                    id: open.id,
+                });
+            }
+        }
         let answer = match answer_with {
             Some(decision) => vouchnet_protocol::Message::ProxyPairingResponse(
                 vouchnet_protocol::messages::ProxyPairingResponse {
@@ -348,18 +366,23 @@ impl EventLoop {
         }
     }
 
-    fn open_prompt(&mut self, prompt: PendingPrompt, seen: Option<SeenNonce>) {
+    /// Opens a prompt for the user, or brings an open one up to date with a redelivered
+    /// vouch. It is stored first, so the user is never shown (and the voucher never told
+    /// of) a prompt a restart would lose; returns false, changing nothing, if it could not
+    /// be stored.
+    fn open_prompt(&mut self, prompt: PendingPrompt, seen: Option<SeenNonce>) -> bool {
         let key = prompt.key();
         let voucher_name = self
             .paired_record(&key.voucher)
             .map(|r| r.name.as_str().to_owned())
             .unwrap_or_default();
-        let (id, is_new) = match self.proxy.prompts.get_mut(&key) {
+        let (open, is_new) = match self.proxy.prompts.get(&key) {
             Some(open) => {
                 // A redelivery: the same prompt, with the newer vouch.
+                let mut open = open.clone();
                 open.prompt = prompt.clone();
                 open.nonces.extend(seen);
-                (open.id.clone(), false)
+                (open, false)
             }
             None => {
                 let base = key.session_id.to_hex();
@@ -369,17 +392,20 @@ impl EventLoop {
                     n += 1;
                     id = format!("{base}-{n}");
                 }
-                self.proxy.prompts.insert(
-                    key,
-                    OpenPrompt {
-                        prompt: prompt.clone(),
-                        id: id.clone(),
-                        nonces: seen.into_iter().collect(),
-                    },
-                );
-                (id, true)
+                let open = OpenPrompt {
+                    prompt: prompt.clone(),
+                    id,
+                    nonces: seen.into_iter().collect(),
+                };
+                (open, true)
             }
         };
+        if let Err(e) = self.store.put_prompt(&open.record()) {
+            tracing::error!("cannot store the prompt: {e}");
+            return false;
+        }
+        let id = open.id.clone();
+        self.proxy.prompts.insert(key, open);
         let view = ProxyRequestView {
             id: id.clone(),
             voucher: key.voucher.to_string(),
@@ -410,6 +436,7 @@ impl EventLoop {
             id,
             data: serde_json::to_value(view).expect("views serialize"),
         });
+        true
     }
 
     /// `proxy requests`.

@@ -15,8 +15,8 @@ use crate::codec;
 use crate::error::{RecordKind, StoreError};
 use crate::layout::{self, ExpiryKind, QueueRef};
 use crate::records::{
-    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, PreviousKey, Reliability,
-    RevokeReason, Tombstone, TombstoneReason,
+    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, PreviousKey, PromptRecord,
+    Reliability, RevokeReason, Tombstone, TombstoneReason,
 };
 use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
@@ -131,6 +131,7 @@ const EXPIRY: usize = 8;
 const REPLAY: usize = 9;
 const DECISIONS: usize = 10;
 const AUDIT: usize = 11;
+const PROMPTS: usize = 12;
 
 /// Meta key of the generation counter (`u64` big-endian), bumped by every write
 /// transaction (see [`crate::watermark`]).

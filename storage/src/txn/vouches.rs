@@ -329,4 +329,21 @@ impl Txn {
         self.put_device(&record)?;
         Ok(ProxiedOutcome::Added(record))
     }
+
+    /// Target side: stores (or replaces, after a redelivery) a prompt waiting for the user.
+    pub fn put_prompt(&self, p: &PromptRecord) -> Result<(), TxError> {
+        let key = layout::prompt_key(p.session_id, p.vouchee, p.voucher);
+        self.put(PROMPTS, &key, &codec::encode_secret(p))
+    }
+
+    /// Target side: removes the prompt for (session, vouchee, voucher), once it is answered
+    /// or expired. Returns whether there was one.
+    pub fn remove_prompt(
+        &self,
+        session: &SessionId,
+        vouchee: &DeviceId,
+        voucher: &DeviceId,
+    ) -> Result<bool, TxError> {
+        self.del(PROMPTS, &layout::prompt_key(*session, *vouchee, *voucher))
+    }
 }
