@@ -4,9 +4,9 @@
 //! (RUSTSEC-2021-0127, accepted in `deny.toml`), so nothing outside this module names it:
 //! replacing it means changing this file only.
 //!
-//! Decoding is bounded: the frame size is checked first, then [`crate::wellformed`] walks
-//! the structure without recursion or peer-sized allocation, and only then does serde build
-//! the typed value. Every failure is a [`DecodeError`]; no input panics.
+//! Decoding is bounded: the frame size is checked first, then the private `wellformed`
+//! module walks the structure without recursion or peer-sized allocation, and only then does
+//! serde build the typed value. Every failure is a [`DecodeError`]; no input panics.
 
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -89,7 +89,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ApiServer {
     /// Stops the server: no new connections, and those still open after
-    /// [`SHUTDOWN_GRACE`] are left to end with the process.
+    /// a grace of 2 s (`SHUTDOWN_GRACE`) are left to end with the process.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(());
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
