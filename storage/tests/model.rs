@@ -123,6 +123,19 @@ enum Op {
     Advance(u64),
     Prune,
     Restart,
+    /// A prompt opened (or replaced by a redelivery) for (session, vouchee, voucher).
+    PutPrompt {
+        voucher: u8,
+        vouchee: u8,
+        session: u64,
+        nonce: u64,
+    },
+    /// A prompt answered.
+    RemovePrompt {
+        voucher: u8,
+        vouchee: u8,
+        session: u64,
+    },
 }
 
 fn peer() -> impl Strategy<Value = u8> {
@@ -170,6 +183,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![0u64..30_000, 0u64..(4 * HOUR)].prop_map(Op::Advance),
         2 => Just(Op::Prune),
         1 => Just(Op::Restart),
+        2 => (peer(), peer(), 1u64..=3, 1u64..=6)
+            .prop_map(|(voucher, vouchee, session, nonce)| Op::PutPrompt { voucher, vouchee, session, nonce }),
+        1 => (peer(), peer(), 1u64..=3)
+            .prop_map(|(voucher, vouchee, session)| Op::RemovePrompt { voucher, vouchee, session }),
     ]
 }
 
@@ -200,7 +217,17 @@ struct Model {
     decisions: BTreeMap<(SessionId, DeviceId), DecisionRecord>,
     sessions: BTreeMap<SessionId, VouchingSession>,
     queue: BTreeMap<Vec<u8>, QueueEntry>,
+    /// By the documented key: `session ‖ vouchee ‖ voucher`.
+    prompts: BTreeMap<Vec<u8>, PromptRecord>,
     audit: u64,
+}
+
+/// A prompt's key bytes, in the store's documented layout (for its order).
+fn prompt_key(session: SessionId, vouchee: DeviceId, voucher: DeviceId) -> Vec<u8> {
+    let mut k = session.0.to_vec();
+    k.extend_from_slice(&vouchee.to_bytes());
+    k.extend_from_slice(&voucher.to_bytes());
+    k
 }
 
 impl Model {
@@ -850,6 +877,42 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
             assert_eq!(got, want);
         }
         Op::Advance(ms) => m.now += ms,
+        Op::PutPrompt {
+            voucher,
+            vouchee,
+            session,
+            nonce: n,
+        } => {
+            let record = PromptRecord {
+                session_id: sid(*session),
+                voucher: id(*voucher),
+                vouchee: id(*vouchee),
+                id: format!("{session}-{voucher}-{vouchee}"),
+                vouch: vouch(*voucher, sid(*session), *vouchee, 0, nonce(*n), now),
+                proxied_key: key(*n as u8),
+                deadline: at(m.now + 24 * HOUR),
+                nonces: vec![PromptNonce {
+                    nonce: nonce(*n),
+                    expires_at: at(m.now + HOUR),
+                }],
+            };
+            store.put_prompt(&record).expect("put prompt");
+            m.prompts.insert(
+                prompt_key(sid(*session), id(*vouchee), id(*voucher)),
+                record,
+            );
+        }
+        Op::RemovePrompt {
+            voucher,
+            vouchee,
+            session,
+        } => {
+            let removed = store
+                .remove_prompt(&sid(*session), &id(*vouchee), &id(*voucher))
+                .expect("remove prompt");
+            let key = prompt_key(sid(*session), id(*vouchee), id(*voucher));
+            assert_eq!(removed, m.prompts.remove(&key).is_some());
+        }
         Op::Prune => {
             let got = store.prune(now, &retention()).expect("prune");
             assert_eq!(got, m.prune());
@@ -897,6 +960,10 @@ fn check(store: &Store, m: &Model) {
         }
     }
     assert_eq!(store.audit_len().expect("audit len"), m.audit);
+    assert_eq!(
+        store.prompts().expect("prompts"),
+        m.prompts.values().cloned().collect::<Vec<_>>()
+    );
 }
 
 proptest! {
