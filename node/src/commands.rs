@@ -23,6 +23,23 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 
+/// The message a failed command prints after `error: `: the error and its causes, joined
+/// with `: `, leaving out a cause whose text the message already holds. Most of the
+/// project's errors already name their cause in their own text (`database: storage i/o
+/// error: No space left on device`), and printing the chain as well said everything two or
+/// three times.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 /// Runs a parsed command line.
 pub async fn execute(cli: Cli) -> Result<()> {
     let dir = DataDir::resolve(cli.data_dir.clone())?;
@@ -938,6 +955,24 @@ mod tests {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(fmt_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(fmt_time(1_700_000_000_123), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn an_error_names_each_cause_once() {
+        // A cause its wrapper already quotes is not repeated.
+        let full = std::io::Error::from_raw_os_error(28);
+        let start = crate::node::StartError::Store(vouchnet_storage::StoreError::Io(full));
+        assert_eq!(
+            error_message(&anyhow::Error::new(start)),
+            "database: storage i/o error: No space left on device (os error 28)"
+        );
+        // A context that does not quote its cause is followed by it.
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let read = anyhow::Error::new(missing).context("cannot read config.toml");
+        assert_eq!(
+            error_message(&read),
+            "cannot read config.toml: no such file"
+        );
     }
 
     #[test]

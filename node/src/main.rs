@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(vouchnet_node::commands::execute(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", vouchnet_node::commands::error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -129,8 +129,8 @@ async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowle
 
 /// The same through the CLI, as a script or a service manager sees it: the command that hit
 /// the full disk fails with the disk's error, `vouchnet run` exits 1 saying why and that
-/// nothing acknowledged is lost, and a new `run` once the disk has room has every
-/// acknowledged block.
+/// nothing acknowledged is lost, does not start again while the disk is full, and once the
+/// disk has room has every acknowledged block.
 #[test]
 fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_freed() {
     use cli_support::{eventually, vouchnet, Node};
@@ -170,6 +170,16 @@ fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_free
              error: No space left on device (os error 28))"
         ) && log.contains("Nothing it acknowledged is lost; start it again once the disk has room"),
         "{log}"
+    );
+
+    // While the disk is still full, `run` does not start, and says why in one line.
+    let again = vouchnet(&a.dir, &["run", "--no-mdns"]);
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(
+        stderr.lines().last(),
+        Some("error: database: storage i/o error: No space left on device (os error 28)"),
+        "{stderr}"
     );
 
     std::fs::remove_file(junk).unwrap();
