@@ -31,6 +31,10 @@ pub struct VouchView {
     pub status: String,
     /// Why it was rejected, when it was (see [`rejection_name`]).
     pub reason: Option<String>,
+    /// Waiting, and the target said its user is being asked: the voucher waits for that
+    /// person (until the prompt's deadline) rather than for the response timeout.
+    #[serde(default)]
+    pub user_asked: bool,
 }
 
 /// The stable snake_case name of a rejection, as views, events and docs/cli.md use it.
@@ -81,6 +85,7 @@ pub fn view(s: &VouchingSession) -> SessionView {
             .targets
             .iter()
             .map(|(target, status)| {
+                let status_of = status;
                 let (status, reason) = match status {
                     VouchStatus::Selected => ("selected", None),
                     VouchStatus::Waiting { .. } => ("waiting", None),
@@ -95,6 +100,13 @@ pub fn view(s: &VouchingSession) -> SessionView {
                     device_id: target.to_string(),
                     status: status.to_owned(),
                     reason,
+                    user_asked: matches!(
+                        status_of,
+                        VouchStatus::Waiting {
+                            user_prompted: true,
+                            ..
+                        }
+                    ),
                 }
             })
             .collect(),

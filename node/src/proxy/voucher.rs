@@ -31,7 +31,7 @@ use vouchnet_protocol::messages::{
     SignedResponse, MAX_COMPLETE_ENTRIES,
 };
 use vouchnet_protocol::model::{
-    PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchingSession,
+    PairingType, QueueEntry, QueueKind, SessionState, TrustLevel, VouchStatus, VouchingSession,
 };
 use vouchnet_protocol::pairing::PairingStage;
 use vouchnet_protocol::queue::{self, QueueOutcome};
@@ -126,6 +126,31 @@ pub(crate) fn persist_outputs(
         }
     }
     Ok(())
+}
+
+/// Says, for the operator, what a deadline did to each vouch of `session` that it changed
+/// (`before` holds their statuses before it).
+fn log_timeouts(session: &VouchingSession, before: &BTreeMap<DeviceId, VouchStatus>) {
+    for (target, status) in &session.targets {
+        if before.get(target) == Some(status) {
+            continue;
+        }
+        match status {
+            VouchStatus::Rejected { reason, .. } => tracing::info!(
+                %target,
+                "no answer to the vouch of session {} by its deadline: rejected ({})",
+                session.id,
+                crate::sessions::rejection_name(reason)
+            ),
+            VouchStatus::Queued => tracing::info!(
+                %target,
+                "its user is still asked at the deadline of the vouch of session {}: \
+                 delivered again from the queue",
+                session.id
+            ),
+            _ => {}
+        }
+    }
 }
 
 impl EventLoop {
@@ -467,6 +492,11 @@ impl EventLoop {
         msg: ProxyPairingPending,
     ) -> crate::network::codec::WireFrame {
         const WHAT: &str = "ProxyPairingPending";
+        // Answers of other targets to the same session may be waiting in the batch, newer
+        // than the stored session: store them first, or this notice, applied to the stored
+        // session, would be overwritten when the batch is flushed (its target would then
+        // time out while its user is being asked).
+        self.flush_answers();
         let Some(mut session) = self.load_session(&msg.session_id) else {
             self.refused(device, WHAT, "unknown_session");
             return ack();
@@ -591,11 +621,13 @@ impl EventLoop {
                 self.proxy.forget_session(&id);
                 continue;
             };
+            let before = session.targets.clone();
             let outputs = {
                 let view = self.view();
                 let ctx = VoucherCtx::new(&self.keypair, &self.protocol, &view);
                 session.handle_timeout(&ctx, now)
             };
+            log_timeouts(&session, &before);
             if let Err(e) = self.commit_session(&session, outputs, |_| Ok(())) {
                 tracing::error!("cannot store the vouching session: {e}");
                 self.proxy.forget_session(&id);
