@@ -85,7 +85,13 @@ pub fn view(s: &VouchingSession) -> SessionView {
             .targets
             .iter()
             .map(|(target, status)| {
-                let status_of = status;
+                let user_asked = matches!(
+                    status,
+                    VouchStatus::Waiting {
+                        user_prompted: true,
+                        ..
+                    }
+                );
                 let (status, reason) = match status {
                     VouchStatus::Selected => ("selected", None),
                     VouchStatus::Waiting { .. } => ("waiting", None),
@@ -100,13 +106,7 @@ pub fn view(s: &VouchingSession) -> SessionView {
                     device_id: target.to_string(),
                     status: status.to_owned(),
                     reason,
-                    user_asked: matches!(
-                        status_of,
-                        VouchStatus::Waiting {
-                            user_prompted: true,
-                            ..
-                        }
-                    ),
+                    user_asked,
                 }
             })
             .collect(),

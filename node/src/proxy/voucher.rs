@@ -475,7 +475,13 @@ impl EventLoop {
         Ok(())
     }
 
-    fn load_session(&self, id: &SessionId) -> Option<VouchingSession> {
+    /// The session as stored, to change and store again. Answers to it that wait in the
+    /// batch are newer than the stored copy, and storing the batch later would overwrite
+    /// what the caller stores; so they are stored first.
+    fn load_session(&mut self, id: &SessionId) -> Option<VouchingSession> {
+        if self.answers.sessions.contains_key(id) {
+            self.flush_answers();
+        }
         match self.store.session(id) {
             Ok(s) => s,
             Err(e) => {
@@ -492,11 +498,6 @@ impl EventLoop {
         msg: ProxyPairingPending,
     ) -> crate::network::codec::WireFrame {
         const WHAT: &str = "ProxyPairingPending";
-        // Answers of other targets to the same session may be waiting in the batch, newer
-        // than the stored session: store them first, or this notice, applied to the stored
-        // session, would be overwritten when the batch is flushed (its target would then
-        // time out while its user is being asked).
-        self.flush_answers();
         let Some(mut session) = self.load_session(&msg.session_id) else {
             self.refused(device, WHAT, "unknown_session");
             return ack();
@@ -549,7 +550,11 @@ impl EventLoop {
             }
         };
         let batched = self.answers.sessions.get(&session_id).cloned();
-        let Some(mut session) = batched.or_else(|| self.load_session(&session_id)) else {
+        let batched = match batched {
+            Some(s) => Some(s),
+            None => self.load_session(&session_id),
+        };
+        let Some(mut session) = batched else {
             self.refused(device, WHAT, "unknown_session");
             return self.answer_channel(channel, ack());
         };
