@@ -22,9 +22,11 @@
 //!
 //! Neither is 100 machines; the two together show how much of each figure is the layout.
 //!
-//! - **echo**: a sealed text from the voucher to one target, timed until the target's `Ack`
-//!   comes back: one request-response round trip on the connection the vouch uses, with no
-//!   disk write.
+//! - **echo**: a `Ping` from the voucher to one target (`client.ping`, what `vouchnet ping`
+//!   sends), timed from the command until the target's `Ack` comes back: one
+//!   request-response round trip through both event loops, on the connection the vouch
+//!   uses, with no disk write and no cryptography beyond the transport's. (A sealed text
+//!   is not bare any more: its receiver stores it before the `Ack`.)
 //! - **echo, set up as each vouch to 1**: one echo per round, measured like the vouch to 1
 //!   of that round: right after a fresh device paired with the voucher. The 200 echoes
 //!   above run back to back, with every thread they touch already awake; a vouch never
@@ -37,7 +39,7 @@
 //! - **small durable write**: a 16-byte write plus flush on a separate store, the unit of
 //!   durability on this disk.
 //! - **vouch to 1**: `vouch` until the voucher records the target's signed acceptance.
-//! - **fan-out to N**: N sealed texts sent at once to N targets, until every `Ack` is back.
+//! - **fan-out to N**: N `Ping`s sent at once to N targets, until every `Ack` is back.
 //! - **vouch to N**: one vouch to N targets until the session is Completed.
 //! - **100 devices' writes at once**: one small durable write on a separate store of each of
 //!   the 100 targets at the same time. Every device shares one disk here, so the 100
@@ -536,11 +538,9 @@ async fn vouch(voucher: &RunningNode, vouchee: DeviceId, targets: &[DeviceId]) -
 
 async fn fan_out(voucher: &RunningNode, targets: &[DeviceId]) -> Duration {
     let started = Instant::now();
-    let sends = targets
-        .iter()
-        .map(|t| voucher.client.send_text(*t, "ping".to_owned()));
-    for r in futures::future::join_all(sends).await {
-        r.expect("sealed text acknowledged");
+    let pings = targets.iter().map(|t| voucher.client.ping(*t));
+    for r in futures::future::join_all(pings).await {
+        r.expect("ping acknowledged");
     }
     started.elapsed()
 }
@@ -758,7 +758,7 @@ fn report(runs: &[Figures]) {
     let time = |label: &str, f: fn(&Figures) -> Duration| {
         row(label, &|r| format!("{:.3} ms", ms(f(r))));
     };
-    time("echo (sealed text, one round trip)", |r| r.echo);
+    time("echo (ping, one round trip)", |r| r.echo);
     time("echo, set up as each vouch to 1", |r| r.echo_fresh);
     time("small durable write (16 B + flush)", |r| r.write);
     time("the vouch's own durable writes", |r| r.own_writes);

@@ -106,8 +106,13 @@ pub enum Command {
         /// The text.
         text: String,
     },
-    /// Show texts received since the node started.
+    /// Show the texts received (the newest 256; kept across restarts).
     Inbox,
+    /// Time one round trip to a paired device over its connection (dialled if need be).
+    Ping {
+        /// The device.
+        device_id: String,
+    },
     /// Start a small network of nodes in this process and walk through what vouchnet does.
     Demo {
         /// Do not pause between steps.

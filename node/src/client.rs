@@ -66,6 +66,8 @@ pub enum Command {
     Unpair(DeviceId, Reply<()>),
     /// Send a sealed text to a paired device.
     SendText(DeviceId, String, Reply<()>),
+    /// One round trip to a paired device; the time it took.
+    Ping(DeviceId, Reply<std::time::Duration>),
     /// Texts received.
     Inbox(Reply<Vec<InboxMessage>>),
     /// The audit trail.
@@ -241,6 +243,12 @@ impl Client {
     /// Sends `text`, sealed, to `device`; returns once it was acknowledged.
     pub async fn send_text(&self, device: DeviceId, text: String) -> Result<(), NodeError> {
         self.ask(|r| Command::SendText(device, text, r)).await
+    }
+
+    /// One `Ping` to `device` over its connection (dialled if need be); returns the time
+    /// from handing it to the network to its `Ack`.
+    pub async fn ping(&self, device: DeviceId) -> Result<std::time::Duration, NodeError> {
+        self.ask(|r| Command::Ping(device, r)).await
     }
 
     /// Texts received.

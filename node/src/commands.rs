@@ -14,7 +14,7 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::event_loop::LoopExit;
 use crate::views::{
     AuditEntryView, AuditVerifyView, BlockView, ConfirmProxyOutcome, DeviceView, InboxMessage,
-    NodeInfo, PairingRequestView, PeerView, ProxyRequestView, ReviewOutcome, ReviewView,
+    NodeInfo, PairingRequestView, PeerView, PingView, ProxyRequestView, ReviewOutcome, ReviewView,
     TrustChainView, VouchOutcome,
 };
 use anyhow::{anyhow, bail, Context, Result};
@@ -141,6 +141,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 .await?;
             out.show(&json!({"device_id": device_id, "sent": true}), || {
                 format!("Sent to {device_id}")
+            })
+        }
+        Command::Ping { device_id } => {
+            let view: PingView = parse(
+                api(&dir)?
+                    .action("network.device.ping", json!({"device_id": device_id}))
+                    .await?,
+            )?;
+            out.show(&view, || {
+                format!("Reply from {} in {:.3} ms", view.device_id, view.rtt_ms)
             })
         }
         Command::Inbox => {

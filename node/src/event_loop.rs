@@ -45,7 +45,8 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
 use rand_core::OsRng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU64;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -53,7 +54,7 @@ use vouchnet_protocol::keyproof::{KeyProofError, KeyProofManager};
 use vouchnet_protocol::keys::{open_text, seal_text, KeyOpError};
 use vouchnet_protocol::messages::{
     Ack, CancelReason, ErrorCode, ErrorReply, KeyProofChallenge, KeyProofResponse, PairingCancel,
-    SealedText,
+    Ping, SealedText,
 };
 use vouchnet_protocol::model::QueueEntry;
 use vouchnet_protocol::model::TrustLevel;
@@ -64,10 +65,13 @@ use vouchnet_protocol::SessionId;
 use vouchnet_protocol::{
     DecodeError, DeviceId, DeviceKeypair, Frame, Limits, Message, ProtocolConfig, PROTOCOL_VERSION,
 };
-use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, QueueRef, Store};
+use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, InboxRecord, QueueRef, Store};
 
-/// Texts kept in the inbox (memory only; oldest dropped first).
-pub const INBOX_CAPACITY: usize = 256;
+/// Texts kept in the inbox (stored; the oldest is dropped first).
+pub const INBOX_CAPACITY: NonZeroU64 = match NonZeroU64::new(256) {
+    Some(n) => n,
+    None => panic!("the inbox capacity is not zero"),
+};
 /// Most messages waiting behind the one in flight to one device.
 const OUTBOX_PER_DEVICE: usize = 32;
 /// Longest the loop sleeps without a deadline, so nothing can wedge it forever.
@@ -132,6 +136,12 @@ pub(crate) enum Token {
     None,
     /// Answer a command.
     Reply(Reply<()>),
+    /// Answer a ping with the time from when the ping went out to its `Ack`.
+    Ping {
+        reply: Reply<Duration>,
+        /// When it was handed to the swarm (set at dispatch).
+        sent: Option<tokio::time::Instant>,
+    },
     /// A vouch to `target`; `queued` is the queue entry it was delivered from, if any (it
     /// was removed from the queue when the target became Waiting, and comes back with one
     /// more attempt counted if the delivery fails).
@@ -249,7 +259,6 @@ pub struct EventLoop {
     /// so that a device paired on this connection can be redialled there later.
     pub(crate) announced: BTreeMap<DeviceId, Vec<Multiaddr>>,
     pub(crate) listen_addrs: watch::Sender<Vec<Multiaddr>>,
-    pub(crate) inbox: VecDeque<InboxMessage>,
     pub(crate) startup_peers: Vec<Multiaddr>,
 }
 
@@ -387,7 +396,6 @@ impl EventLoop {
             dialed: BTreeMap::new(),
             announced: BTreeMap::new(),
             listen_addrs,
-            inbox: VecDeque::new(),
             protocol: opts.protocol,
             startup_peers: opts.peers,
         };
@@ -849,6 +857,8 @@ impl EventLoop {
             (Proto::Pair, Message::KeyProofChallenge(c)) => self.on_challenge(device, c),
             (Proto::Pair, Message::KeyProofResponse(r)) => self.on_proof(device, r),
             (Proto::Pair, Message::SealedText(s)) => self.on_sealed_text(device, s),
+            // Nothing to act on: the round trip is the point.
+            (Proto::Pair, Message::Ping(_)) => ack(),
             (Proto::ProxyPair, Message::ProxyPairingRequest(r)) => self.on_vouch_request(device, r),
             (Proto::ProxyPair, Message::ProxyPairingPending(p)) => self.on_vouch_pending(device, p),
             (Proto::ProxyPair, Message::ProxyPairingComplete(c)) => self.on_complete(device, c),
@@ -928,6 +938,10 @@ impl EventLoop {
                 Token::Reply(reply) => {
                     let _ = reply.send(Ok(()));
                 }
+                Token::Ping { reply, sent } => {
+                    let rtt = sent.map(|t| t.elapsed()).unwrap_or_default();
+                    let _ = reply.send(Ok(rtt));
+                }
                 Token::None => {}
                 token => self.proxy_delivered(device, token),
             },
@@ -956,8 +970,13 @@ impl EventLoop {
         }
     }
 
-    fn dispatch(&mut self, device: DeviceId, out: Outgoing<Token>) {
+    fn dispatch(&mut self, device: DeviceId, mut out: Outgoing<Token>) {
         let frame = WireFrame::encode(&Frame::new(out.msg.clone()));
+        if let Token::Ping { sent, .. } = &mut out.token {
+            // Timed from here, not from the command: a ping waits in the outbox behind the
+            // message in flight to the same device, which is not the round trip.
+            *sent = Some(tokio::time::Instant::now());
+        }
         let peer = peer_of(&device);
         match Proto::of(&out.msg) {
             Proto::Pair => {
@@ -1009,6 +1028,9 @@ impl EventLoop {
             }
             match out.token {
                 Token::Reply(reply) => {
+                    let _ = reply.send(Err(NodeError::Network(format!("{device}: {why}"))));
+                }
+                Token::Ping { reply, .. } => {
                     let _ = reply.send(Err(NodeError::Network(format!("{device}: {why}"))));
                 }
                 Token::None => {}
@@ -1344,20 +1366,23 @@ impl EventLoop {
             });
         match opened {
             Ok(text) => {
-                let received_at = self.clock.now().as_millis();
-                tracing::info!("message from {} ({device})", rec.name.as_str());
-                if self.inbox.len() == INBOX_CAPACITY {
-                    self.inbox.pop_front();
-                }
-                self.inbox.push_back(InboxMessage {
-                    from: device.to_string(),
-                    text: text.clone(),
-                    received_at,
-                });
-                self.hub.publish(NodeEvent::MessageReceived {
-                    from: device.to_string(),
+                let message = InboxRecord {
+                    from: device,
                     text,
-                    received_at,
+                    received_at: self.clock.now(),
+                };
+                // Stored before the acknowledgement: a sender told "delivered" must not
+                // lose its message to a restart of this device.
+                if let Err(e) = self.store.push_inbox(&message, INBOX_CAPACITY) {
+                    tracing::error!(%device, "cannot store a received message: {e}");
+                    return error_reply(ErrorCode::Unavailable);
+                }
+                tracing::info!("message from {} ({device})", rec.name.as_str());
+                let view = InboxMessage::from(message);
+                self.hub.publish(NodeEvent::MessageReceived {
+                    from: view.from,
+                    text: view.text,
+                    received_at: view.received_at,
                 });
                 ack()
             }
@@ -1438,8 +1463,11 @@ impl EventLoop {
                 let _ = r.send(self.unpair(device));
             }
             Command::SendText(device, text, r) => self.send_text(device, text, r),
+            Command::Ping(device, r) => self.ping(device, r),
             Command::Inbox(r) => {
-                let _ = r.send(Ok(self.inbox.iter().cloned().collect()));
+                let inbox = self.store.inbox().map_err(NodeError::from);
+                let _ =
+                    r.send(inbox.map(|list| list.into_iter().map(InboxMessage::from).collect()));
             }
             Command::Audit(r) => {
                 let _ = r.send(self.audit());
@@ -1716,12 +1744,30 @@ impl EventLoop {
         });
     }
 
-    fn send_text(&mut self, device: DeviceId, text: String, reply: Reply<()>) {
-        let rec = match self.require_device(&device) {
-            Ok(rec) if rec.trust_level == TrustLevel::Blocked => {
-                let _ = reply.send(Err(NodeError::Conflict(format!("{device} is blocked"))));
-                return;
+    /// A paired device this one may talk to: not blocked.
+    fn reachable_device(&self, device: &DeviceId) -> Result<DeviceRecord, NodeError> {
+        let rec = self.require_device(device)?;
+        if rec.trust_level == TrustLevel::Blocked {
+            return Err(NodeError::Conflict(format!("{device} is blocked")));
+        }
+        Ok(rec)
+    }
+
+    fn ping(&mut self, device: DeviceId, reply: Reply<Duration>) {
+        match self.reachable_device(&device) {
+            Ok(_) => self.send(
+                device,
+                Message::Ping(Ping {}),
+                Token::Ping { reply, sent: None },
+            ),
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
+        }
+    }
+
+    fn send_text(&mut self, device: DeviceId, text: String, reply: Reply<()>) {
+        let rec = match self.reachable_device(&device) {
             Ok(rec) => rec,
             Err(e) => {
                 let _ = reply.send(Err(e));

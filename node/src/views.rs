@@ -173,6 +173,25 @@ pub struct InboxMessage {
     pub received_at: u64,
 }
 
+impl From<vouchnet_storage::InboxRecord> for InboxMessage {
+    fn from(m: vouchnet_storage::InboxRecord) -> Self {
+        InboxMessage {
+            from: m.from.to_string(),
+            text: m.text,
+            received_at: m.received_at.as_millis(),
+        }
+    }
+}
+
+/// One round trip to a paired device (`vouchnet ping`, `network.device.ping`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingView {
+    /// The device.
+    pub device_id: String,
+    /// From handing the `Ping` to the network to its `Ack`, in milliseconds.
+    pub rtt_ms: f64,
+}
+
 /// The outcome of `network.pair.request`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairRequestOutcome {

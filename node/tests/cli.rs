@@ -116,6 +116,10 @@ fn two_processes_pair_through_the_cli_only() {
     assert_eq!(inbox[0]["from"], a_id.as_str());
     assert_eq!(inbox[0]["text"], "hello");
     assert!(inbox[0]["received_at"].as_u64().unwrap() > 0);
+    // One round trip over it.
+    let ping = json(&a.dir, &["ping", &b_id]);
+    assert_eq!(ping["device_id"], b_id.as_str());
+    assert!(ping["rtt_ms"].as_f64().unwrap() > 0.0);
 
     let audit = json(&a.dir, &["audit", "--verify"]);
     assert_eq!(audit["ok"], true);

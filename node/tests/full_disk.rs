@@ -127,6 +127,69 @@ async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowle
     drop(fs);
 }
 
+/// A message is acknowledged only once it is stored: every text its sender was told had
+/// arrived is in the inbox after the receiver's disk filled up and it started again; the
+/// text that met the full disk is refused to its sender and is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_acknowledged_only_once_stored_when_the_disk_fills_up() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("laptop");
+    let Some(fs) = Tmpfs::mount_or_skip(&data, "8m") else {
+        return;
+    };
+    let mut a = start_at(&data, "laptop").await;
+    let b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    wait_online(&b, a.id(), true).await;
+
+    let junk = fs.fill();
+    let mut acknowledged = Vec::new();
+    let error = loop {
+        let text = format!("message {}", acknowledged.len());
+        match b.n().client.send_text(a.id(), text.clone()).await {
+            Ok(()) => acknowledged.push(text),
+            Err(e) => break e,
+        }
+        assert!(acknowledged.len() < 1_000, "the disk never filled up");
+    };
+    // The receiver answers `unavailable` and stops at once, as its store failed: the answer
+    // reaches the sender, or the connection closes before it does. Either way the sender
+    // knows the text was not delivered.
+    let refused = format!("{}: refused: Unavailable", a.id());
+    let closed = format!(
+        "{}: Connection was closed before a response was received",
+        a.id()
+    );
+    match &error {
+        NodeError::Network(why) => assert!(why == &refused || why == &closed, "{why}"),
+        other => panic!("the refused text: {other:?}"),
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(20), a.node.as_mut().unwrap().stopped())
+        .await
+        .expect("the node stops");
+    assert!(
+        matches!(&exit, LoopExit::StoreFailed(cause) if cause.contains("No space left on device")),
+        "{exit:?}"
+    );
+    a.node.take().unwrap().shutdown().await;
+
+    std::fs::remove_file(junk).unwrap();
+    let a = start_at(&data, "laptop").await;
+    let inbox = a.n().client.inbox().await.unwrap();
+    let texts: Vec<&str> = inbox.iter().map(|m| m.text.as_str()).collect();
+    let kept = acknowledged.len().saturating_sub(256);
+    assert_eq!(
+        texts,
+        acknowledged[kept..]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert!(inbox.iter().all(|m| m.from == b.id().to_string()));
+    drop(fs);
+}
+
 /// The same through the CLI, as a script or a service manager sees it: the command that hit
 /// the full disk fails with the disk's error, `vouchnet run` exits 1 saying why and that
 /// nothing acknowledged is lost, does not start again while the disk is full, and once the

@@ -96,6 +96,75 @@ async fn pairing_succeeds_and_both_list_each_other_as_direct() {
     assert_eq!(inbox[0].text, "hello from the laptop");
 }
 
+/// The inbox is stored: texts a device acknowledged are there, in order, with their sender
+/// and arrival time, after it restarts; and each arrival was on the event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_texts_survive_a_restart_of_the_receiver() {
+    let a = TestNode::start("laptop").await;
+    let mut b = TestNode::start("phone").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+    wait_online(&b, a.id(), true).await;
+    let mut events = b.subscribe();
+    for text in ["first", "second"] {
+        a.n().client.send_text(b.id(), text.into()).await.unwrap();
+    }
+    let mut announced = Vec::new();
+    for _ in 0..2 {
+        let e = next_event(&mut events, |e| {
+            matches!(e, NodeEvent::MessageReceived { .. })
+        })
+        .await;
+        announced.push(e.event.clone());
+    }
+    let before = b.n().client.inbox().await.unwrap();
+
+    b.stop().await;
+    b.restart().await;
+    let after = b.n().client.inbox().await.unwrap();
+    assert_eq!(after, before);
+    let texts: Vec<&str> = after.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["first", "second"]);
+    for (m, event) in after.iter().zip(announced) {
+        assert_eq!(m.from, a.id().to_string());
+        assert_eq!(
+            event,
+            NodeEvent::MessageReceived {
+                from: m.from.clone(),
+                text: m.text.clone(),
+                received_at: m.received_at,
+            }
+        );
+    }
+}
+
+/// `ping` times one round trip to a paired device, and refuses a device that is not paired
+/// or is blocked, sending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_from_a_paired_device_and_refuses_others() {
+    let a = TestNode::start("laptop").await;
+    let b = TestNode::start("phone").await;
+    let c = TestNode::start("tablet").await;
+    pair(&a, &b).await;
+    wait_online(&a, b.id(), true).await;
+
+    let rtt = a.n().client.ping(b.id()).await.unwrap();
+    assert!(rtt > std::time::Duration::ZERO);
+    assert!(rtt < std::time::Duration::from_secs(5), "{rtt:?}");
+
+    match a.n().client.ping(c.id()).await {
+        Err(NodeError::NotFound(why)) => {
+            assert_eq!(why, format!("{} is not a paired device", c.id()))
+        }
+        other => panic!("ping to an unpaired device: {other:?}"),
+    }
+    a.n().client.block(b.id()).await.unwrap();
+    match a.n().client.ping(b.id()).await {
+        Err(NodeError::Conflict(why)) => assert_eq!(why, format!("{} is blocked", b.id())),
+        other => panic!("ping to a blocked device: {other:?}"),
+    }
+}
+
 /// A relaying man in the middle (M, calling itself "phone") pairs with the laptop and, at
 /// the same time, with the real phone. The commitment means it cannot make the two codes
 /// equal, so the users, each typing the code the *other* device shows, both refuse.

@@ -144,6 +144,9 @@ pub enum Message {
     RekeyConfirm(RekeyConfirm),
     /// A short text sealed with the pair's session key.
     SealedText(SealedText),
+    /// A round trip and nothing else: answered with `Ack`, it changes no state, so it
+    /// measures a connection's latency (`vouchnet ping`, and the vouch benchmark's echo).
+    Ping(Ping),
     /// Response: the frame was received and handed to the protocol.
     Ack(Ack),
     /// Response: the frame was refused before the protocol saw it.
@@ -522,6 +525,10 @@ pub struct SealedText {
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
+
+/// Asks for an [`Ack`] and nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {}
 
 /// Acknowledges a frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use vouchnet_protocol::keys::{
     rekey_mac, rekey_transcript, Ephemeral, PairingKeys, PairingTranscript, Role,
 };
 use vouchnet_protocol::messages::{
-    AcceptedHow, Ack, Decision, DisplayName, Frame, Message, PairingRequest, SealedKey,
+    AcceptedHow, Ack, Decision, DisplayName, Frame, Message, PairingRequest, Ping, SealedKey,
     VouchCertificate, VouchResponse, PAIRING_METHOD,
 };
 use vouchnet_protocol::secret::SymmetricKey;
@@ -121,6 +121,11 @@ fn generate() -> String {
         &mut out,
         "frame_ack",
         h(&Frame::new(Message::Ack(Ack {})).encode()),
+    );
+    line(
+        &mut out,
+        "frame_ping",
+        h(&Frame::new(Message::Ping(Ping {})).encode()),
     );
 
     out.push_str("\n# Vouch certificate: A vouches for B to C\n");

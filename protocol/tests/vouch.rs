@@ -1664,6 +1664,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             proptest::collection::vec(any::<u8>(), 0..512)
         )
             .prop_map(|(nonce, ciphertext)| Message::SealedText(SealedText { nonce, ciphertext })),
+        Just(Message::Ping(Ping {})),
         Just(Message::Ack(Ack {})),
         arb_error_code().prop_map(|code| Message::Error(ErrorReply { code })),
     ]
@@ -1704,6 +1705,7 @@ fn the_generators_cover_every_message_kind() {
         "RekeyAccept",
         "RekeyConfirm",
         "SealedText",
+        "Ping",
         "Ack",
         "Error",
     ]

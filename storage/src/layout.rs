@@ -36,9 +36,13 @@ pub const TREE_AUDIT: &str = "audit";
 /// `session ‖ vouchee ‖ voucher` → [`crate::PromptRecord`]: vouches waiting for this
 /// device's user. Added after schema 1 was fixed; an older database gets it empty.
 pub const TREE_PROMPTS: &str = "prompts";
+/// `seq` (8 bytes) → [`crate::InboxRecord`]: the messages this device received, oldest
+/// first, at most the capacity the node asks for. Added after schema 1 was fixed; an older
+/// database gets it empty.
+pub const TREE_INBOX: &str = "inbox";
 
 /// Every tree, in the fixed order of the store's transactions.
-pub(crate) const ALL_TREES: [&str; 13] = [
+pub(crate) const ALL_TREES: [&str; 14] = [
     TREE_META,
     TREE_DEVICES,
     TREE_TOMBSTONES,
@@ -52,10 +56,14 @@ pub(crate) const ALL_TREES: [&str; 13] = [
     TREE_DECISIONS,
     TREE_AUDIT,
     TREE_PROMPTS,
+    TREE_INBOX,
 ];
 
 /// Meta key of the schema version (`u32` big-endian).
 pub const META_SCHEMA_VERSION: &[u8] = b"schema_version";
+/// Meta key of the inbox's bounds: the seq of its oldest message, then the seq the next one
+/// gets (two `u64` big-endian). Absent while nothing was ever received.
+pub const META_INBOX_BOUNDS: &[u8] = b"inbox_bounds";
 /// Meta key of the audit chain head (CBOR `{seq, hash}`).
 pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 

@@ -47,13 +47,13 @@ pub use codec::STORED_LIMITS;
 pub use error::{RecordKind, StoreError};
 pub use fsperm::{DIR_MODE, FILE_MODE};
 pub use layout::{
-    QueueRef, META_AUDIT_HEAD, META_SCHEMA_VERSION, TREE_AUDIT, TREE_DECISIONS, TREE_DEVICES,
-    TREE_EXPIRY, TREE_META, TREE_PAIRINGS, TREE_PROMPTS, TREE_QUEUE, TREE_QUEUE_INDEX,
-    TREE_RELIABILITY, TREE_REPLAY, TREE_SESSIONS, TREE_TOMBSTONES,
+    QueueRef, META_AUDIT_HEAD, META_INBOX_BOUNDS, META_SCHEMA_VERSION, TREE_AUDIT, TREE_DECISIONS,
+    TREE_DEVICES, TREE_EXPIRY, TREE_INBOX, TREE_META, TREE_PAIRINGS, TREE_PROMPTS, TREE_QUEUE,
+    TREE_QUEUE_INDEX, TREE_RELIABILITY, TREE_REPLAY, TREE_SESSIONS, TREE_TOMBSTONES,
 };
 pub use records::{
-    DecisionRecord, DeviceProof, DeviceRecord, PairingRecord, PreviousKey, PromptNonce,
-    PromptRecord, Reliability, RevokeReason, SecretBytes, Tombstone, TombstoneReason,
+    DecisionRecord, DeviceProof, DeviceRecord, InboxRecord, PairingRecord, PreviousKey,
+    PromptNonce, PromptRecord, Reliability, RevokeReason, SecretBytes, Tombstone, TombstoneReason,
 };
 pub use retention::{PruneReport, RetentionPolicy};
 pub use store::{Store, StoreMetrics, StoreOptions, DB_DIR_NAME, SCHEMA_VERSION};

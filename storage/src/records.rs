@@ -167,6 +167,19 @@ pub struct PromptRecord {
     pub nonces: Vec<PromptNonce>,
 }
 
+/// A message this device received from a paired device, opened. It is stored before the
+/// sender's request is acknowledged, so a message the sender was told arrived is never lost
+/// to a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    /// The sender: the device the connection authenticated.
+    pub from: DeviceId,
+    /// The text, as opened.
+    pub text: String,
+    /// When it arrived (this device's clock).
+    pub received_at: Timestamp,
+}
+
 /// A nonce a prompt holds, and until when the replay cache must remember it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptNonce {

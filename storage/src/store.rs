@@ -7,7 +7,8 @@ use crate::error::StoreError;
 use crate::fsperm;
 use crate::layout::{self, ExpiryKind, QueueRef};
 use crate::records::{
-    DecisionRecord, DeviceRecord, PairingRecord, PromptRecord, Reliability, RevokeReason, Tombstone,
+    DecisionRecord, DeviceRecord, InboxRecord, PairingRecord, PromptRecord, Reliability,
+    RevokeReason, Tombstone,
 };
 use crate::retention::{PruneReport, RetentionPolicy};
 use crate::txn::{
@@ -17,6 +18,7 @@ use crate::txn::{
 use crate::watermark::{self, Watermark};
 use sled::transaction::{TransactionError, Transactional};
 use std::collections::BTreeSet;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -173,6 +175,7 @@ const REPLAY: usize = 9;
 const DECISIONS: usize = 10;
 const AUDIT: usize = 11;
 const PROMPTS: usize = 12;
+const INBOX: usize = 13;
 
 /// How many expired records one prune transaction handles.
 const PRUNE_CHUNK: usize = 512;
@@ -709,6 +712,17 @@ impl Store {
     /// Every prompt waiting for the user, to open again at start.
     pub fn prompts(&self) -> Result<Vec<PromptRecord>, StoreError> {
         self.all_decoded(PROMPTS, "prompt record")
+    }
+
+    /// Stores a received message, dropping the oldest beyond `capacity` (see
+    /// [`Txn::push_inbox`]).
+    pub fn push_inbox(&self, m: &InboxRecord, capacity: NonZeroU64) -> Result<u64, StoreError> {
+        self.write(|tx| tx.push_inbox(m, capacity))
+    }
+
+    /// The received messages, oldest first.
+    pub fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
+        self.all_decoded(INBOX, "inbox record")
     }
 
     /// Vouchee side: adds a target that accepted us (see [`Txn::add_proxied_device`]).

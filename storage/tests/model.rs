@@ -130,6 +130,11 @@ enum Op {
         session: u64,
         nonce: u64,
     },
+    /// A text received from `from`, into an inbox of `capacity`.
+    PushInbox {
+        from: u8,
+        capacity: u64,
+    },
     /// A prompt answered.
     RemovePrompt {
         voucher: u8,
@@ -187,6 +192,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(voucher, vouchee, session, nonce)| Op::PutPrompt { voucher, vouchee, session, nonce }),
         1 => (peer(), peer(), 1u64..=3)
             .prop_map(|(voucher, vouchee, session)| Op::RemovePrompt { voucher, vouchee, session }),
+        2 => (peer(), 1u64..=4).prop_map(|(from, capacity)| Op::PushInbox { from, capacity }),
     ]
 }
 
@@ -219,6 +225,10 @@ struct Model {
     queue: BTreeMap<Vec<u8>, QueueEntry>,
     /// By the documented key: `session ‖ vouchee ‖ voucher`.
     prompts: BTreeMap<Vec<u8>, PromptRecord>,
+    /// Oldest first, as received, at most the last push's capacity.
+    inbox: std::collections::VecDeque<InboxRecord>,
+    /// Texts ever received: the next one's sequence number.
+    inbox_next: u64,
     audit: u64,
 }
 
@@ -913,6 +923,21 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
             let key = prompt_key(sid(*session), id(*vouchee), id(*voucher));
             assert_eq!(removed, m.prompts.remove(&key).is_some());
         }
+        Op::PushInbox { from, capacity } => {
+            let record = InboxRecord {
+                from: id(*from),
+                text: format!("text {}", m.inbox_next),
+                received_at: now,
+            };
+            let cap = std::num::NonZeroU64::new(*capacity).expect("capacity");
+            let seq = store.push_inbox(&record, cap).expect("push inbox");
+            assert_eq!(seq, m.inbox_next);
+            m.inbox_next += 1;
+            m.inbox.push_back(record);
+            while m.inbox.len() as u64 > *capacity {
+                m.inbox.pop_front();
+            }
+        }
         Op::Prune => {
             let got = store.prune(now, &retention()).expect("prune");
             assert_eq!(got, m.prune());
@@ -963,6 +988,10 @@ fn check(store: &Store, m: &Model) {
     assert_eq!(
         store.prompts().expect("prompts"),
         m.prompts.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.inbox().expect("inbox"),
+        m.inbox.iter().cloned().collect::<Vec<_>>()
     );
 }
 

@@ -757,6 +757,99 @@ fn a_prompt_is_kept_until_removed_and_survives_a_restart() {
     assert_eq!(store.prompts().expect("read"), vec![other]);
 }
 
+fn message(from: u8, text: &str, received: u64) -> InboxRecord {
+    InboxRecord {
+        from: id(from),
+        text: text.to_owned(),
+        received_at: at(received),
+    }
+}
+
+fn cap(n: u64) -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(n).expect("non-zero capacity")
+}
+
+#[test]
+fn the_inbox_keeps_messages_in_order_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.inbox().expect("empty"), vec![]);
+    let sent = [
+        message(1, "one", 10),
+        message(2, "two", 11),
+        message(1, "three", 12),
+    ];
+    for (i, m) in sent.iter().enumerate() {
+        assert_eq!(store.push_inbox(m, cap(3)).expect("push"), i as u64);
+    }
+    drop(store);
+
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.inbox().expect("read"), sent.to_vec());
+    // Numbering goes on after the restart.
+    assert_eq!(
+        store
+            .push_inbox(&message(2, "four", 13), cap(4))
+            .expect("push"),
+        3
+    );
+}
+
+#[test]
+fn the_inbox_drops_its_oldest_message_only_beyond_its_capacity() {
+    let (_d, store) = open();
+    for i in 0..3 {
+        store
+            .push_inbox(&message(1, &format!("m{i}"), i), cap(3))
+            .expect("push");
+    }
+    // Exactly at capacity: nothing dropped.
+    let texts = |s: &Store| -> Vec<String> {
+        s.inbox()
+            .expect("read")
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    };
+    assert_eq!(texts(&store), ["m0", "m1", "m2"]);
+    // One beyond: the oldest goes, in the same transaction.
+    store
+        .push_inbox(&message(1, "m3", 3), cap(3))
+        .expect("push");
+    assert_eq!(texts(&store), ["m1", "m2", "m3"]);
+    // A smaller capacity drops as many as needed at once.
+    store
+        .push_inbox(&message(1, "m4", 4), cap(1))
+        .expect("push");
+    assert_eq!(texts(&store), ["m4"]);
+}
+
+#[test]
+fn damaged_inbox_bounds_are_a_typed_error_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .push_inbox(&message(1, "kept", 1), cap(8))
+        .expect("push");
+    drop(store);
+    {
+        let db = raw_open(&dir.path().join(DB_DIR_NAME));
+        db.open_tree(TREE_META)
+            .expect("meta")
+            .insert(META_INBOX_BOUNDS, &[0u8; 5][..])
+            .expect("damage");
+        db.flush().expect("flush");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    match store.push_inbox(&message(1, "refused", 2), cap(8)) {
+        Err(StoreError::Corrupt { detail }) => {
+            assert_eq!(detail, "inbox bounds does not decode: not two ordered u64")
+        }
+        other => panic!("expected a corrupt inbox bounds error, got {other:?}"),
+    }
+    assert_eq!(store.inbox().expect("read"), vec![message(1, "kept", 1)]);
+}
+
 #[test]
 fn the_vouchee_adds_a_target_that_accepted_it() {
     // Device 5 is "me" (the vouchee), 1 my voucher, 0 a target that accepted me.

@@ -21,7 +21,8 @@
 //! `network.pair.confirmProxy {id, accept}`, `network.device.setTrust {device_id,
 //! trust_level}`, `network.device.block {device_id}`, `network.device.unblock {device_id}`,
 //! `network.device.unpair {device_id}`, `network.device.review {device_id,
-//! keep}`, `network.message.send {device_id, text}`, `network.dial {addr}`.
+//! keep}`, `network.device.ping {device_id}`, `network.message.send {device_id, text}`,
+//! `network.dial {addr}`.
 //!
 //! Errors are `{"error": {"kind": "...", "message": "..."}}` with the status of
 //! [`NodeError::status`]; a request without the right token gets 401 and nothing else.
@@ -458,6 +459,14 @@ async fn run_action(client: &Client, name: &str, body: Value) -> Result<Option<V
             let p: DeviceParams = params(body)?;
             client.unpair(device_id(&p.device_id)?).await?;
             Ok(ok)
+        }
+        "network.device.ping" => {
+            let p: DeviceParams = params(body)?;
+            let rtt = client.ping(device_id(&p.device_id)?).await?;
+            serde_json::to_value(crate::views::PingView {
+                device_id: p.device_id,
+                rtt_ms: rtt.as_secs_f64() * 1000.0,
+            })
         }
         "network.message.send" => {
             let p: SendParams = params(body)?;

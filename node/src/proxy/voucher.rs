@@ -680,7 +680,7 @@ impl EventLoop {
                 }
             }
             Token::RekeyConfirm { peer } => self.challenge(peer),
-            Token::Vouch { .. } | Token::None | Token::Reply(_) => {}
+            Token::Vouch { .. } | Token::None | Token::Reply(_) | Token::Ping { .. } => {}
         }
     }
 
@@ -727,7 +727,7 @@ impl EventLoop {
                 // the previous key kept as fallback.
                 tracing::info!(%peer, "rekey confirmation not delivered: {why}");
             }
-            Token::None | Token::Reply(_) => {}
+            Token::None | Token::Reply(_) | Token::Ping { .. } => {}
         }
     }
 

@@ -355,6 +355,7 @@ fn is_proxy(msg: &Message) -> bool {
             | Message::KeyProofChallenge(_)
             | Message::KeyProofResponse(_)
             | Message::SealedText(_)
+            | Message::Ping(_)
             | Message::Ack(_)
             | Message::Error(_)
     )

@@ -36,6 +36,7 @@ use vouchnet_protocol::queue::{DropReason, QueueOutcome};
 use vouchnet_protocol::{QueuePolicy, SymmetricKey, Timestamp};
 
 mod devices;
+mod inbox;
 mod queue;
 mod retention;
 mod sessions;
@@ -132,6 +133,7 @@ const REPLAY: usize = 9;
 const DECISIONS: usize = 10;
 const AUDIT: usize = 11;
 const PROMPTS: usize = 12;
+const INBOX: usize = 13;
 
 /// Meta key of the generation counter (`u64` big-endian), bumped by every write
 /// transaction (see [`crate::watermark`]).
