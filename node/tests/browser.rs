@@ -765,7 +765,21 @@ async fn devices_pair_through_their_pages_and_a_vouch_is_accepted_on_the_third()
     }
     a.screenshot("04-laptop-paired").await;
     b.screenshot("04-phone-paired").await;
-    time.step("paired through the pages");
+    // A text sealed with the new pairing's key shows on the phone's page as it arrives.
+    laptop
+        .t
+        .n()
+        .client
+        .send_text(phone.t.id(), "hello from the laptop".into())
+        .await
+        .unwrap();
+    b.wait(
+        "the text to show on the phone's page",
+        "return document.getElementById('toast').textContent === 'Message from laptop: hello from the laptop'",
+    )
+    .await;
+    b.screenshot("04-phone-message").await;
+    time.step("paired through the pages, a text shown");
 
     match &desktop {
         Some(desktop) => {
