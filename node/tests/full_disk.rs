@@ -38,17 +38,48 @@ async fn start_at(dir: &std::path::Path, name: &str) -> TestNode {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowledged() {
+/// A laptop whose data directory is an 8 MiB tmpfs, paired with a phone on the normal disk,
+/// both online; `None` (SKIPPED) without root. Dropped nodes first, the tmpfs last.
+struct SmallDisk {
+    laptop: TestNode,
+    phone: TestNode,
+    data: std::path::PathBuf,
+    fs: Tmpfs,
+    _root: tempfile::TempDir,
+}
+
+async fn laptop_on_a_small_disk() -> Option<SmallDisk> {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("laptop");
-    let Some(fs) = Tmpfs::mount_or_skip(&data, "8m") else {
+    let fs = Tmpfs::mount_or_skip(&data, "8m")?;
+    let laptop = start_at(&data, "laptop").await;
+    let phone = TestNode::start("phone").await;
+    pair(&laptop, &phone).await;
+    wait_online(&laptop, phone.id(), true).await;
+    wait_online(&phone, laptop.id(), true).await;
+    Some(SmallDisk {
+        laptop,
+        phone,
+        data,
+        fs,
+        _root: root,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowledged() {
+    // Bound in this order so that they drop in the reverse one: the nodes, then the tmpfs,
+    // then the directory it was mounted on.
+    let Some(SmallDisk {
+        _root,
+        fs,
+        data,
+        phone: b,
+        laptop: mut a,
+    }) = laptop_on_a_small_disk().await
+    else {
         return;
     };
-    let mut a = start_at(&data, "laptop").await;
-    let b = TestNode::start("phone").await;
-    pair(&a, &b).await;
-    wait_online(&a, b.id(), true).await;
     let mut events = a.subscribe();
 
     // Block strangers until the full disk refuses one: those that came back blocked are
@@ -132,16 +163,18 @@ async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowle
 /// text that met the full disk is refused to its sender and is not there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_acknowledged_only_once_stored_when_the_disk_fills_up() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("laptop");
-    let Some(fs) = Tmpfs::mount_or_skip(&data, "8m") else {
+    // Bound in this order so that they drop in the reverse one: the nodes, then the tmpfs,
+    // then the directory it was mounted on.
+    let Some(SmallDisk {
+        _root,
+        fs,
+        data,
+        phone: b,
+        laptop: mut a,
+    }) = laptop_on_a_small_disk().await
+    else {
         return;
     };
-    let mut a = start_at(&data, "laptop").await;
-    let b = TestNode::start("phone").await;
-    pair(&a, &b).await;
-    wait_online(&a, b.id(), true).await;
-    wait_online(&b, a.id(), true).await;
 
     let junk = fs.fill();
     let mut acknowledged = Vec::new();
