@@ -107,7 +107,11 @@ pub enum Command {
         text: String,
     },
     /// Show the texts received (the newest 256; kept across restarts).
-    Inbox,
+    Inbox {
+        /// Delete them all instead.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Time one round trip to a paired device over its connection (dialled if need be).
     Ping {
         /// The device.

@@ -70,6 +70,8 @@ pub enum Command {
     Ping(DeviceId, Reply<std::time::Duration>),
     /// Texts received.
     Inbox(Reply<Vec<InboxMessage>>),
+    /// Delete every received text; how many there were.
+    ClearInbox(Reply<u64>),
     /// The audit trail.
     Audit(Reply<Vec<AuditEntryView>>),
     /// Verify the audit trail.
@@ -254,6 +256,11 @@ impl Client {
     /// Texts received.
     pub async fn inbox(&self) -> Result<Vec<InboxMessage>, NodeError> {
         self.ask(Command::Inbox).await
+    }
+
+    /// Deletes every received text from this device's store; returns how many there were.
+    pub async fn clear_inbox(&self) -> Result<u64, NodeError> {
+        self.ask(Command::ClearInbox).await
     }
 
     /// The audit trail.

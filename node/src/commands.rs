@@ -153,7 +153,17 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 format!("Reply from {} in {:.3} ms", view.device_id, view.rtt_ms)
             })
         }
-        Command::Inbox => {
+        Command::Inbox { clear: true } => {
+            let result = api(&dir)?
+                .action("network.message.clearInbox", json!({}))
+                .await?;
+            let cleared = result["cleared"].as_u64().unwrap_or(0);
+            out.show(&result, || match cleared {
+                1 => "Deleted 1 text.".to_owned(),
+                n => format!("Deleted {n} texts."),
+            })
+        }
+        Command::Inbox { clear: false } => {
             let list: Vec<InboxMessage> = parse(api(&dir)?.get("/v1/inbox").await?)?;
             out.show(&list, || {
                 if list.is_empty() {

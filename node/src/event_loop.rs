@@ -1464,6 +1464,13 @@ impl EventLoop {
             }
             Command::SendText(device, text, r) => self.send_text(device, text, r),
             Command::Ping(device, r) => self.ping(device, r),
+            Command::ClearInbox(r) => {
+                let cleared = self.store.clear_inbox().map_err(NodeError::from);
+                if let Ok(n) = cleared {
+                    tracing::info!("inbox cleared ({n} texts deleted)");
+                }
+                let _ = r.send(cleared);
+            }
             Command::Inbox(r) => {
                 let inbox = self.store.inbox().map_err(NodeError::from);
                 let _ =

@@ -185,6 +185,26 @@ async fn errors_carry_a_stable_kind() {
         ),
         "not_found"
     );
+    assert_eq!(
+        kind(
+            c.action("network.device.ping", json!({"device_id": id}))
+                .await
+        ),
+        "not_found"
+    );
+    assert_eq!(
+        kind(
+            c.action("network.message.clearInbox", json!({"all": true}))
+                .await
+        ),
+        "invalid_argument"
+    );
+    assert_eq!(
+        c.action("network.message.clearInbox", json!({}))
+            .await
+            .unwrap(),
+        json!({"cleared": 0})
+    );
     assert_eq!(c.get("/v1/proxy/requests").await.unwrap(), json!([]));
     assert_eq!(c.get("/v1/review").await.unwrap(), json!([]));
     assert_eq!(kind(c.get("/v1/sessions/zz").await), "invalid_argument");

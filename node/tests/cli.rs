@@ -116,6 +116,12 @@ fn two_processes_pair_through_the_cli_only() {
     assert_eq!(inbox[0]["from"], a_id.as_str());
     assert_eq!(inbox[0]["text"], "hello");
     assert!(inbox[0]["received_at"].as_u64().unwrap() > 0);
+    // The texts can be deleted, and stay deleted.
+    assert_eq!(
+        json(&b.dir, &["inbox", "--clear"]),
+        serde_json::json!({"cleared": 1})
+    );
+    assert_eq!(json(&b.dir, &["inbox"]), Value::Array(vec![]));
     // One round trip over it.
     let ping = json(&a.dir, &["ping", &b_id]);
     assert_eq!(ping["device_id"], b_id.as_str());

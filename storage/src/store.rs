@@ -720,6 +720,11 @@ impl Store {
         self.write(|tx| tx.push_inbox(m, capacity))
     }
 
+    /// Deletes every received message (see [`Txn::clear_inbox`]); returns how many.
+    pub fn clear_inbox(&self) -> Result<u64, StoreError> {
+        self.write(|tx| tx.clear_inbox())
+    }
+
     /// The received messages, oldest first.
     pub fn inbox(&self) -> Result<Vec<InboxRecord>, StoreError> {
         self.all_decoded(INBOX, "inbox record")

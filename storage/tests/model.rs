@@ -135,6 +135,8 @@ enum Op {
         from: u8,
         capacity: u64,
     },
+    /// The user deletes every received text.
+    ClearInbox,
     /// A prompt answered.
     RemovePrompt {
         voucher: u8,
@@ -193,6 +195,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (peer(), peer(), 1u64..=3)
             .prop_map(|(voucher, vouchee, session)| Op::RemovePrompt { voucher, vouchee, session }),
         2 => (peer(), 1u64..=4).prop_map(|(from, capacity)| Op::PushInbox { from, capacity }),
+        1 => Just(Op::ClearInbox),
     ]
 }
 
@@ -937,6 +940,11 @@ fn step(store: &Store, m: &mut Model, op: &Op) {
             while m.inbox.len() as u64 > *capacity {
                 m.inbox.pop_front();
             }
+        }
+        Op::ClearInbox => {
+            let cleared = store.clear_inbox().expect("clear inbox");
+            assert_eq!(cleared, m.inbox.len() as u64);
+            m.inbox.clear();
         }
         Op::Prune => {
             let got = store.prune(now, &retention()).expect("prune");

@@ -825,6 +825,32 @@ fn the_inbox_drops_its_oldest_message_only_beyond_its_capacity() {
 }
 
 #[test]
+fn clearing_the_inbox_deletes_every_message_and_numbering_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.clear_inbox().expect("clear empty"), 0);
+    for i in 0..5 {
+        store
+            .push_inbox(&message(1, "old", i), cap(3))
+            .expect("push");
+    }
+    // Only the 3 kept are deleted.
+    assert_eq!(store.clear_inbox().expect("clear"), 3);
+    assert_eq!(store.inbox().expect("read"), vec![]);
+    assert_eq!(store.clear_inbox().expect("clear again"), 0);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.inbox().expect("read"), vec![]);
+    assert_eq!(
+        store
+            .push_inbox(&message(2, "new", 9), cap(3))
+            .expect("push"),
+        5
+    );
+    assert_eq!(store.inbox().expect("read"), vec![message(2, "new", 9)]);
+}
+
+#[test]
 fn damaged_inbox_bounds_are_a_typed_error_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");

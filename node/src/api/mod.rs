@@ -22,7 +22,7 @@
 //! trust_level}`, `network.device.block {device_id}`, `network.device.unblock {device_id}`,
 //! `network.device.unpair {device_id}`, `network.device.review {device_id,
 //! keep}`, `network.device.ping {device_id}`, `network.message.send {device_id, text}`,
-//! `network.dial {addr}`.
+//! `network.message.clearInbox {}`, `network.dial {addr}`.
 //!
 //! Errors are `{"error": {"kind": "...", "message": "..."}}` with the status of
 //! [`NodeError::status`]; a request without the right token gets 401 and nothing else.
@@ -315,6 +315,11 @@ struct PairAcceptParams {
     code: Option<String>,
 }
 
+/// An action without parameters: `{}` and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyParams {}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeviceParams {
@@ -472,6 +477,10 @@ async fn run_action(client: &Client, name: &str, body: Value) -> Result<Option<V
             let p: SendParams = params(body)?;
             client.send_text(device_id(&p.device_id)?, p.text).await?;
             Ok(ok)
+        }
+        "network.message.clearInbox" => {
+            let _: EmptyParams = params(body)?;
+            Ok(serde_json::json!({ "cleared": client.clear_inbox().await? }))
         }
         "network.dial" => {
             let p: DialParams = params(body)?;

@@ -25,11 +25,28 @@ impl Txn {
             self.del(INBOX, &oldest.to_be_bytes())?;
             oldest += 1;
         }
+        self.put_inbox_bounds(oldest, next)?;
+        Ok(seq)
+    }
+
+    /// Deletes every stored message; returns how many there were. Numbering goes on from
+    /// where it was, so a message's sequence number is never reused.
+    pub fn clear_inbox(&self) -> Result<u64, TxError> {
+        let (oldest, next) = self.inbox_bounds()?;
+        for seq in oldest..next {
+            self.del(INBOX, &seq.to_be_bytes())?;
+        }
+        if next > oldest {
+            self.put_inbox_bounds(next, next)?;
+        }
+        Ok(next - oldest)
+    }
+
+    fn put_inbox_bounds(&self, oldest: u64, next: u64) -> Result<(), TxError> {
         let mut bounds = [0u8; 16];
         bounds[..8].copy_from_slice(&oldest.to_be_bytes());
         bounds[8..].copy_from_slice(&next.to_be_bytes());
-        self.put(META, layout::META_INBOX_BOUNDS, &bounds)?;
-        Ok(seq)
+        self.put(META, layout::META_INBOX_BOUNDS, &bounds)
     }
 
     /// (oldest seq, next seq); (0, 0) while nothing was ever received.
