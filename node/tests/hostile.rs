@@ -9,7 +9,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use vouchnet_node::network::codec::{WireFrame, PROXY_PAIR_PROTOCOL};
 use vouchnet_protocol::messages::{
     Ack, CancelReason, DisplayName, ErrorCode, ErrorReply, KeyProofChallenge, PairingCancel,
-    PairingConfirm, PairingRequest, PairingReveal, PAIRING_METHOD,
+    PairingConfirm, PairingRequest, PairingReveal, Ping, PAIRING_METHOD,
 };
 use vouchnet_protocol::{Frame, Limits, Message, TxId};
 
@@ -133,6 +133,31 @@ async fn garbage_and_misplaced_messages_are_refused_as_malformed() {
     for o in &outcomes {
         assert_eq!(error_code(o), Some(&ErrorCode::Malformed), "{o:?}");
     }
+}
+
+/// A `Ping` from any connected peer, paired or not, gets an `Ack` and changes nothing; on
+/// the proxy-pairing protocol it is misplaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_from_a_stranger_is_acknowledged_and_changes_nothing() {
+    let b = TestNode::start("phone").await;
+    let mut s = raw_swarm(PAIR);
+    let outcomes = raw_send(&mut s, &b.addr(), vec![frame(Message::Ping(Ping {}))]).await;
+    assert!(
+        matches!(
+            &outcomes[0],
+            RawOutcome::Response(Frame {
+                msg: Message::Ack(_),
+                ..
+            })
+        ),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(b.devices().await.is_empty());
+    assert!(b.pairings().await.is_empty());
+    let mut p = raw_swarm(PROXY_PAIR_PROTOCOL);
+    let outcomes = raw_send(&mut p, &b.addr(), vec![frame(Message::Ping(Ping {}))]).await;
+    assert_eq!(error_code(&outcomes[0]), Some(&ErrorCode::Malformed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
