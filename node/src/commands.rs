@@ -170,7 +170,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     return "No messages.".to_owned();
                 }
                 list.iter()
-                    .map(|m| format!("{}  {}: {}", fmt_time(m.received_at), m.from, m.text))
+                    .map(|m| {
+                        let text = printable(&m.text);
+                        format!("{}  {}: {}", fmt_time(m.received_at), m.from, text)
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -861,6 +864,23 @@ async fn events(dir: &DataDir, since: Option<u64>, out: &Output) -> Result<()> {
     Ok(())
 }
 
+/// A text another device wrote, made safe for a terminal: control characters (escape
+/// sequences, carriage returns, line breaks) and the bidirectional overrides that can make
+/// text read differently from what it is are shown as `\u{…}` escapes, so a message can
+/// neither drive the terminal nor pass for another line of output.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn describe_event(ev: &Value) -> String {
     let seq = ev["seq"].as_u64().unwrap_or(0);
     let s = |k: &str| ev[k].as_str().unwrap_or("").to_owned();
@@ -876,7 +896,7 @@ fn describe_event(ev: &Value) -> String {
         ),
         "PairingFailed" => format!("pairing with {} failed: {}", s("device_id"), s("reason")),
         "KeyProofFailed" => format!("{} failed to prove it holds the pairing key: {}", s("device_id"), s("reason")),
-        "MessageReceived" => format!("message from {}: {}", s("from"), s("text")),
+        "MessageReceived" => format!("message from {}: {}", s("from"), printable(&s("text"))),
         "ProxyPairingVouchingReady" => format!(
             "{} ({}) can be vouched for — `vouchnet vouch {} --all` (session {})",
             s("vouchee_name"),
@@ -993,6 +1013,21 @@ mod tests {
             error_message(&read),
             "cannot read config.toml: no such file"
         );
+    }
+
+    #[test]
+    fn texts_from_other_devices_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("plain text, ünïcode ok"),
+            "plain text, ünïcode ok"
+        );
+        assert_eq!(
+            printable("\u{1b}[2Jwiped\r\nfake line\t!"),
+            "\\u{1b}[2Jwiped\\u{d}\\u{a}fake line\\u{9}!"
+        );
+        assert_eq!(printable("a\u{202E}cba\u{2066}"), "a\\u{202e}cba\\u{2066}");
+        let ev = json!({"seq": 1, "type": "MessageReceived", "from": "X", "text": "hi\u{7}\n"});
+        assert_eq!(describe_event(&ev), "[1] message from X: hi\\u{7}\\u{a}");
     }
 
     #[test]
