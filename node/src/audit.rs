@@ -4,7 +4,16 @@
 //! renders its events for people and scripts.
 
 use crate::views::trust_level_name;
+use vouchnet_protocol::messages::{AcceptedHow, Decision};
 use vouchnet_storage::AuditEvent;
+
+/// How a vouch was accepted, in words.
+fn how_name(how: AcceptedHow) -> &'static str {
+    match how {
+        AcceptedHow::Automatic => "automatically",
+        AcceptedHow::UserConfirmed => "confirmed by the user",
+    }
+}
 
 /// A one-line description of an audit event.
 pub fn summary(event: &AuditEvent) -> String {
@@ -32,17 +41,33 @@ pub fn summary(event: &AuditEvent) -> String {
             )
         }
         AuditEvent::TargetAnswered {
-            session, target, ..
+            session,
+            target,
+            response,
         } => {
-            format!("{target} answered vouch of session {session}")
+            // The entry was verified when it was written; `audit --verify` checks it again.
+            let answer = match response.decode_unverified().map(|r| r.decision) {
+                Ok(Decision::Accepted { how }) => format!("accepted ({})", how_name(how)),
+                Ok(Decision::Rejected { reason }) => {
+                    format!("rejected ({})", crate::sessions::rejection_name(&reason))
+                }
+                Err(_) => "answered".to_owned(),
+            };
+            format!("{target} {answer} the vouch of session {session}")
         }
         AuditEvent::VouchExpired { session, target } => {
             format!("vouch of session {session} to {target} expired undelivered")
         }
         AuditEvent::VouchAccepted {
-            voucher, vouchee, ..
+            voucher,
+            vouchee,
+            how,
+            ..
         } => {
-            format!("accepted {vouchee} on the vouch of {voucher}")
+            format!(
+                "accepted {vouchee} on the vouch of {voucher}, {}",
+                how_name(*how)
+            )
         }
         AuditEvent::VouchRejected {
             voucher,

@@ -77,8 +77,26 @@ async fn accept_flow_the_target_accepts_automatically_and_the_vouchee_learns_of_
         assert!(n.n().client.audit_verify().await.unwrap().ok, "{}", n.name);
     }
     assert_eq!(audit_count(&v, "vouched for").await, 1);
-    assert_eq!(audit_count(&v, "answered vouch").await, 1);
-    assert_eq!(audit_count(&t, "on the vouch of").await, 1);
+    assert_eq!(
+        audit_count(
+            &v,
+            &format!("{} accepted (automatically) the vouch", t.id())
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        audit_count(
+            &t,
+            &format!(
+                "accepted {} on the vouch of {}, automatically",
+                e.id(),
+                v.id()
+            )
+        )
+        .await,
+        1
+    );
     assert_eq!(
         audit_count(&e, "accepted this device on the vouch of").await,
         1
@@ -241,6 +259,14 @@ async fn user_confirmation_flow_the_target_asks_its_user_who_accepts() {
         chain.steps[0].what.contains("accepted by the user"),
         "{chain:?}"
     );
+    let accepted = format!(
+        "accepted {} on the vouch of {}, confirmed by the user",
+        e.id(),
+        v.id()
+    );
+    assert_eq!(audit_count(&t, &accepted).await, 1);
+    let answered = format!("{} accepted (confirmed by the user) the vouch", t.id());
+    assert_eq!(audit_count(&v, &answered).await, 1);
 }
 
 /// A prompt is on disk before the voucher hears that a person is asked: the target
@@ -313,6 +339,8 @@ async fn reject_flow_the_targets_user_refuses_and_nothing_is_stored() {
     assert!(!has_device(&t, e.id()).await);
     assert!(!has_device(&e, t.id()).await);
     assert_eq!(audit_count(&t, "refused the vouch").await, 1);
+    let answered = format!("{} rejected (user_rejected) the vouch", t.id());
+    assert_eq!(audit_count(&v, &answered).await, 1);
     // Answering again finds nothing.
     let err = t
         .n()
