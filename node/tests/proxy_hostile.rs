@@ -12,11 +12,12 @@ use proxy_support::*;
 use rand_chacha::rand_core::SeedableRng;
 use vouchnet_node::events::NodeEvent;
 use vouchnet_node::{NodeConfig, Tuning};
+use vouchnet_protocol::keys::key_proof_mac;
 use vouchnet_protocol::keys::seal_proxied_key;
 use vouchnet_protocol::messages::{
-    AcceptedTarget, Decision, DisplayName, KeyProofChallenge, ProxyPairingComplete,
-    ProxyPairingPending, ProxyPairingRequest, ProxyPairingResponse, SignedVouch, VouchCertificate,
-    VouchRejection,
+    AcceptedTarget, Decision, DisplayName, KeyProofChallenge, KeyProofResponse,
+    ProxyPairingComplete, ProxyPairingPending, ProxyPairingRequest, ProxyPairingResponse,
+    SignedVouch, VouchCertificate, VouchRejection,
 };
 use vouchnet_protocol::model::TrustLevel;
 use vouchnet_protocol::signing::Signed;
@@ -609,4 +610,117 @@ async fn a_user_asked_notice_arriving_with_other_answers_is_kept_past_the_respon
             t.name
         );
     }
+}
+
+/// A target that comes online (its key proved) amid a burst of other targets' answers to
+/// the same session gets its queued vouch, and its answer is taken: the answers waiting in
+/// the voucher's batch and the delivery from the queue change the same stored session, and
+/// neither may undo the other (had the batch been stored after the delivery with its older
+/// copy, the target would be back to Queued with its vouch in flight and its answer
+/// refused as `not_waiting`). The key proof arrives as a request, and the voucher stores
+/// its batch before any request; the delivery also reads the session through the one place
+/// that does so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_coming_online_amid_answers_to_its_session_gets_its_vouch_and_is_heard() {
+    const ANSWERING: u64 = 30;
+    // Seed 1: the vouchee (it never connects); 2: the late target; the rest answer.
+    let pairing: Vec<SymmetricKey> = (1..=ANSWERING + 2).map(random_key).collect();
+    let keys: Vec<DeviceKeypair> = (1..=ANSWERING + 2).map(keypair).collect();
+    let peers: Vec<(&DeviceKeypair, &SymmetricKey, &str)> = keys
+        .iter()
+        .zip(&pairing)
+        .map(|(k, p)| (k, p, "raw"))
+        .collect();
+    let (dir, v_id) = prepared_dir(&peers);
+    let v = start_in(dir, fast("voucher"), Tuning::default()).await;
+    let hello = || Message::KeyProofChallenge(KeyProofChallenge { challenge: [0; 32] });
+
+    let mut answering = Vec::new();
+    for seed in 3..=ANSWERING + 2 {
+        let i = (seed - 1) as usize;
+        let raw = RawPeer::spawn(keypair(seed), vec![(v_id, pairing[i].clone())]);
+        raw.send(&v.addr(), hello()).await;
+        wait_online(&v, raw.id, true).await;
+        answering.push(raw);
+    }
+    // The late target is connected but holds its key proof back, so it is not online.
+    let mut late = RawPeer::spawn(keypair(2), vec![]);
+    late.send(&v.addr(), hello()).await;
+    let (_, challenge) = late
+        .next(|m| matches!(m, Message::KeyProofChallenge(_)))
+        .await;
+    let Message::KeyProofChallenge(KeyProofChallenge { challenge }) = challenge else {
+        unreachable!()
+    };
+
+    let vouchee = keys[0].device_id();
+    let mut targets: Vec<DeviceId> = answering.iter().map(|r| r.id).collect();
+    targets.push(late.id);
+    let out = v.n().client.vouch(vouchee, targets, false).await.unwrap();
+    let id = SessionId::from_hex(&out.session_id).unwrap();
+    assert_eq!(status_of(&session(&v, id).await, late.id).0, "queued");
+
+    // Each answering target takes its vouch and signs an acceptance.
+    let answer = |raw: &RawPeer, request: &ProxyPairingRequest| {
+        let cert = request.vouch.decode_unverified().unwrap();
+        Message::ProxyPairingResponse(ProxyPairingResponse {
+            response: signed_response(
+                &raw.keypair,
+                raw.id,
+                id,
+                cert.nonce,
+                request.vouch.body_digest(),
+                v_id,
+                vouchee,
+                accepted(),
+            ),
+        })
+    };
+    let request_of = |m: Message| match m {
+        Message::ProxyPairingRequest(r) => r,
+        _ => unreachable!(),
+    };
+    let mut answers = Vec::new();
+    for raw in answering.iter_mut() {
+        let (_, m) = raw
+            .next(|m| matches!(m, Message::ProxyPairingRequest(_)))
+            .await;
+        answers.push(answer(raw, &request_of(m)));
+    }
+
+    // The answers arrive at once, and the late target proves its key amid them.
+    let proof = Message::KeyProofResponse(KeyProofResponse {
+        challenge,
+        mac: key_proof_mac(&pairing[1], &challenge, &late.id, &v_id),
+    });
+    let addr = v.addr();
+    let (half, rest) = answers.split_at(answers.len() / 2);
+    let first = answering
+        .iter()
+        .zip(half)
+        .map(|(raw, a)| raw.send(&addr, a.clone()));
+    let second = answering[half.len()..]
+        .iter()
+        .zip(rest)
+        .map(|(raw, a)| raw.send(&addr, a.clone()));
+    tokio::join!(
+        futures::future::join_all(first),
+        late.send(&addr, proof),
+        futures::future::join_all(second),
+    );
+
+    // Online now, the late target gets its vouch from the queue and accepts it.
+    let (_, m) = late
+        .next(|m| matches!(m, Message::ProxyPairingRequest(_)))
+        .await;
+    let late_answer = answer(&late, &request_of(m));
+    late.send(&v.addr(), late_answer).await;
+    // The answer is acknowledged once stored: the session has it.
+    let s = session(&v, id).await;
+    assert_eq!(
+        status_of(&s, late.id),
+        ("accepted".to_owned(), None),
+        "{s:?}"
+    );
+    assert_eq!(s.state, "completed");
 }

@@ -140,10 +140,18 @@ impl EventLoop {
 
     fn deliver_entry(&mut self, entry: QueueEntry, now: Timestamp) {
         let r = QueueRef::of(&entry);
-        let Some(mut session) = self.store.session(&entry.session_id).ok().flatten() else {
-            // The session is gone (removed by retention or with its vouchee).
-            let _ = self.store.remove_queue_entry(r);
-            return;
+        // Read for update, through the one place that stores batched answers to the session
+        // first (today the batch is always empty here: a delivery follows a key proof or a
+        // poll, and the loop stores the batch before either).
+        let mut session = match self.session_for_update(&entry.session_id) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                // The session is gone (removed by retention or with its vouchee).
+                let _ = self.store.remove_queue_entry(r);
+                return;
+            }
+            // Kept: the next poll tries again.
+            Err(e) => return tracing::error!("cannot read vouching session {}: {e}", r.session_id),
         };
         match entry.kind {
             QueueKind::Vouch => {

@@ -475,20 +475,30 @@ impl EventLoop {
         Ok(())
     }
 
-    /// The session as stored, to change and store again. Answers to it that wait in the
-    /// batch are newer than the stored copy, and storing the batch later would overwrite
-    /// what the caller stores; so they are stored first.
-    fn load_session(&mut self, id: &SessionId) -> Option<VouchingSession> {
-        if self.answers.sessions.contains_key(id) {
-            self.flush_answers();
-        }
-        match self.store.session(id) {
+    /// The session as stored, to change and store again; `None` if it is gone or cannot be
+    /// read (logged).
+    pub(crate) fn load_session(&mut self, id: &SessionId) -> Option<VouchingSession> {
+        match self.session_for_update(id) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot read vouching session {id}: {e}");
                 None
             }
         }
+    }
+
+    /// The session as stored, to change (in memory or in a transaction of the store) and
+    /// store again. Every such read goes through here: answers to it that wait in the batch
+    /// are newer than the stored copy, and storing the batch later would overwrite what the
+    /// caller stores, so they are stored first.
+    pub(crate) fn session_for_update(
+        &mut self,
+        id: &SessionId,
+    ) -> Result<Option<VouchingSession>, vouchnet_storage::StoreError> {
+        if self.answers.sessions.contains_key(id) {
+            self.flush_answers();
+        }
+        self.store.session(id)
     }
 
     /// A target says its user is being asked.

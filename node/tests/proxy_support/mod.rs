@@ -249,8 +249,8 @@ enum RawCmd {
 }
 
 /// A raw peer running in its own task: it acknowledges every request, answers key-proof
-/// challenges from the nodes it holds a key for, and hands every other inbound frame to
-/// the test.
+/// challenges from the nodes it holds a key for, and hands every other inbound frame
+/// (challenges it holds no key for among them) to the test.
 pub struct RawPeer {
     pub keypair: DeviceKeypair,
     pub id: DeviceId,
@@ -411,8 +411,9 @@ async fn run_raw(
                                     let mac = key_proof_mac(key, &c.challenge, &me, &from);
                                     let answer = Message::KeyProofResponse(KeyProofResponse { challenge: c.challenge, mac });
                                     swarm.behaviour_mut().pair.send_request(&peer, WireFrame::encode(&Frame::new(answer)));
+                                    continue;
                                 }
-                                continue;
+                                // Held for the test, which answers it when it chooses.
                             }
                             let _ = inbound.send((from, frame));
                         }
