@@ -778,8 +778,46 @@ async fn devices_pair_through_their_pages_and_a_vouch_is_accepted_on_the_third()
         "return document.getElementById('toast').textContent === 'Message from laptop: hello from the laptop'",
     )
     .await;
+    let listed_text = |text: &str| {
+        format!(
+            "return [...document.querySelectorAll('#messages li')].some((li) => li.textContent.endsWith({}))",
+            js_str(text)
+        )
+    };
+    b.wait(
+        "the text in the phone's messages",
+        &listed_text("hello from the laptop"),
+    )
+    .await;
     b.screenshot("04-phone-message").await;
-    time.step("paired through the pages, a text shown");
+    // The phone answers from its page (the laptop is the one device it can write to), and
+    // pings it.
+    b.click("#send-text").await;
+    let reply: Vec<String> = "hi laptop".chars().map(String::from).collect();
+    b.keys(&reply.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    b.click("#send-form button[type=submit]").await;
+    a.wait(
+        "the phone's answer in the laptop's messages",
+        &listed_text("hi laptop"),
+    )
+    .await;
+    a.screenshot_at("#messages-h", "04-laptop-messages").await;
+    b.click("#send-ping").await;
+    b.wait(
+        "the ping's answer",
+        "return /^laptop answered in [0-9.]+ ms\\.$/.test(document.getElementById('toast').textContent)",
+    )
+    .await;
+    // The laptop's user deletes its messages: gone from the page and from the node.
+    a.click("#messages-clear").await;
+    a.wait(
+        "the laptop's messages to be gone",
+        "return document.querySelectorAll('#messages li').length === 0 && !document.getElementById('messages-empty').hidden",
+    )
+    .await;
+    assert!(laptop.t.n().client.inbox().await.unwrap().is_empty());
+    time.step("paired through the pages, texts sent both ways, a ping, messages deleted");
 
     match &desktop {
         Some(desktop) => {

@@ -31,6 +31,8 @@ const state = {
   /** prompt id → "accept this vouch?" prompt. */
   proxy: new Map(),
   audit: [],
+  /** Texts received (`GET /v1/inbox`), oldest first. */
+  messages: [],
   /** Each device's trust chain (`GET /v1/audit/chains`), or null where the node has none. */
   chains: null,
   verify: null,
@@ -53,6 +55,7 @@ const SECTIONS = {
   devices: renderDevices,
   nearby: renderNearby,
   sessions: renderSessions,
+  messages: renderMessages,
   audit: renderAudit,
 };
 const dirty = new Set();
@@ -469,6 +472,22 @@ function renderSessions() {
 
 // ---- audit -----------------------------------------------------------------------------
 
+function renderMessages() {
+  // Any paired device that is not blocked can be written to; online ones first.
+  const to = [...state.devices.values()]
+    .filter((d) => d.trust_level !== 'blocked')
+    .sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
+  const select = $('send-to');
+  const chosen = select.value;
+  fill(select, to.map((d) => h('option', { value: d.device_id, selected: d.device_id === chosen },
+    d.online ? d.name : `${d.name} (offline)`)));
+  const list = [...state.messages].reverse();
+  fill($('messages'), list.map((m) => h('li', { class: 'message' },
+    h('span', { class: 'muted' }, `${nameOf(m.from)} · ${fmtTime(m.received_at)}`), ' ', m.text)));
+  $('messages-empty').hidden = list.length > 0;
+  $('messages-clear').hidden = list.length === 0;
+}
+
 function renderAudit() {
   const v = state.verify;
   const box = $('audit-verify');
@@ -520,6 +539,31 @@ function chainItem(c) {
 
 // ----------------------------------------------------------------------------------------
 // Actions
+
+async function sendText(deviceId, text) {
+  const result = await run(`send:${deviceId}`, 'Sending', ['messages'], () =>
+    api.action('network.message.send', { device_id: deviceId, text }));
+  if (result) {
+    toast(`Delivered to ${nameOf(deviceId)}.`);
+    return true;
+  }
+  return false;
+}
+
+async function ping(deviceId) {
+  const result = await run(`ping:${deviceId}`, 'Ping', ['messages'], () =>
+    api.action('network.device.ping', { device_id: deviceId }));
+  if (result) toast(`${nameOf(deviceId)} answered in ${result.rtt_ms.toFixed(1)} ms.`);
+}
+
+async function clearMessages() {
+  const result = await run('messages-clear', 'Deleting', ['messages'], () => api.action('network.message.clearInbox'));
+  if (result) {
+    state.messages = [];
+    toast(`Deleted ${result.cleared} ${result.cleared === 1 ? 'message' : 'messages'}.`);
+    changed('messages');
+  }
+}
 
 async function pairWith(deviceId, addr) {
   const result = await run(`pair:${deviceId}`, 'Pairing', ['nearby', 'prompts'], () =>
@@ -699,7 +743,7 @@ function apply(ev) {
       if (ev.resource === 'device') {
         state.devices.set(ev.id, ev.data);
         learnName(ev.id, ev.data?.name);
-        changed('devices', 'nearby', 'prompts', 'sessions');
+        changed('devices', 'nearby', 'prompts', 'sessions', 'messages');
         refreshPeers();
         auditSoon();
       } else if (ev.resource === 'pairing_session') {
@@ -716,7 +760,7 @@ function apply(ev) {
     case 'ResourceDeleted':
       if (ev.resource === 'device') {
         state.devices.delete(ev.id);
-        changed('devices', 'nearby');
+        changed('devices', 'nearby', 'messages');
         auditSoon();
       } else if (ev.resource === 'pairing_session') {
         pairingGone(ev.id);
@@ -754,6 +798,8 @@ function apply(ev) {
       toast(`${nameOf(ev.device_id)} connected but could not prove it holds the pairing key (${ev.reason}).`, 'error');
       break;
     case 'MessageReceived':
+      state.messages.push({ from: ev.from, text: ev.text, received_at: ev.received_at });
+      changed('messages');
       toast(`Message from ${nameOf(ev.from)}: ${ev.text}`);
       break;
     case 'NodeStopped':
@@ -776,15 +822,17 @@ async function optional(path, fallback) {
 }
 
 async function loadAll() {
-  const [me, devices, peers, pairings, sessions, proxy] = await Promise.all([
+  const [me, devices, peers, pairings, sessions, proxy, messages] = await Promise.all([
     api.get('/v1/node'),
     api.get('/v1/devices'),
     api.get('/v1/peers'),
     api.get('/v1/pairings'),
     api.get('/v1/sessions'),
     optional('/v1/proxy/requests', []),
+    api.get('/v1/inbox'),
   ]);
   state.me = me;
+  state.messages = messages;
   state.devices = new Map(devices.map((d) => [d.device_id, d]));
   for (const d of devices) learnName(d.device_id, d.name);
   state.peers = peers;
@@ -881,6 +929,27 @@ function wire() {
     state.showAllAudit = !state.showAllAudit;
     changed('audit');
   });
+  $('send-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = e.target.elements;
+    const text = f.text.value;
+    if (!f.to.value) {
+      toast('Pair a device first: messages go to paired devices.', 'error');
+      return;
+    }
+    if (!text.trim()) {
+      toast('Write something to send.', 'error');
+      f.text.focus();
+      return;
+    }
+    if (await sendText(f.to.value, text)) f.text.value = '';
+  });
+  $('send-ping').addEventListener('click', () => {
+    const to = $('send-to').value;
+    if (to) ping(to);
+    else toast('Pair a device first.', 'error');
+  });
+  $('messages-clear').addEventListener('click', clearMessages);
   $('pair-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const f = e.target.elements;
