@@ -172,7 +172,11 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 list.iter()
                     .map(|m| {
                         let text = printable(&m.text);
-                        format!("{}  {}: {}", fmt_time(m.received_at), m.from, text)
+                        let from = match &m.from_name {
+                            Some(name) => format!("{name} ({})", m.from),
+                            None => m.from.clone(),
+                        };
+                        format!("{}  {from}: {text}", fmt_time(m.received_at))
                     })
                     .collect::<Vec<_>>()
                     .join("\n")

@@ -1378,7 +1378,7 @@ impl EventLoop {
                     return error_reply(ErrorCode::Unavailable);
                 }
                 tracing::info!("message from {} ({device})", rec.name.as_str());
-                let view = InboxMessage::from(message);
+                let view = InboxMessage::of(message, Some(rec.name.as_str().to_owned()));
                 self.hub.publish(NodeEvent::MessageReceived {
                     from: view.from,
                     text: view.text,
@@ -1472,9 +1472,7 @@ impl EventLoop {
                 let _ = r.send(cleared);
             }
             Command::Inbox(r) => {
-                let inbox = self.store.inbox().map_err(NodeError::from);
-                let _ =
-                    r.send(inbox.map(|list| list.into_iter().map(InboxMessage::from).collect()));
+                let _ = r.send(self.inbox());
             }
             Command::Audit(r) => {
                 let _ = r.send(self.audit());
@@ -1793,6 +1791,27 @@ impl EventLoop {
                 let _ = reply.send(Err(NodeError::InvalidArgument(e.to_string())));
             }
         }
+    }
+
+    /// The stored texts, oldest first, each with its sender's name while it is paired.
+    fn inbox(&self) -> Result<Vec<InboxMessage>, NodeError> {
+        let mut names: BTreeMap<DeviceId, Option<String>> = BTreeMap::new();
+        let mut list = Vec::new();
+        for m in self.store.inbox()? {
+            let name = match names.get(&m.from) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = self
+                        .store
+                        .device(&m.from)?
+                        .map(|d| d.name.as_str().to_owned());
+                    names.insert(m.from, n.clone());
+                    n
+                }
+            };
+            list.push(InboxMessage::of(m, name));
+        }
+        Ok(list)
     }
 
     fn audit(&self) -> Result<Vec<AuditEntryView>, NodeError> {

@@ -167,16 +167,20 @@ pub struct PeerView {
 pub struct InboxMessage {
     /// The sender.
     pub from: String,
+    /// The sender's name, while it is a paired device (null once it is not).
+    pub from_name: Option<String>,
     /// The text.
     pub text: String,
     /// When it arrived.
     pub received_at: u64,
 }
 
-impl From<vouchnet_storage::InboxRecord> for InboxMessage {
-    fn from(m: vouchnet_storage::InboxRecord) -> Self {
+impl InboxMessage {
+    /// A stored message, with its sender's name if known.
+    pub fn of(m: vouchnet_storage::InboxRecord, from_name: Option<String>) -> Self {
         InboxMessage {
             from: m.from.to_string(),
+            from_name,
             text: m.text,
             received_at: m.received_at.as_millis(),
         }

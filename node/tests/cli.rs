@@ -114,6 +114,7 @@ fn two_processes_pair_through_the_cli_only() {
     json(&a.dir, &["send", &b_id, "hello"]);
     let inbox = json(&b.dir, &["inbox"]);
     assert_eq!(inbox[0]["from"], a_id.as_str());
+    assert_eq!(inbox[0]["from_name"], "laptop");
     assert_eq!(inbox[0]["text"], "hello");
     assert!(inbox[0]["received_at"].as_u64().unwrap() > 0);
     // The texts can be deleted, and stay deleted.

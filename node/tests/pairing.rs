@@ -127,6 +127,7 @@ async fn received_texts_survive_a_restart_of_the_receiver() {
     assert_eq!(texts, ["first", "second"]);
     for (m, event) in after.iter().zip(announced) {
         assert_eq!(m.from, a.id().to_string());
+        assert_eq!(m.from_name.as_deref(), Some("laptop"));
         assert_eq!(
             event,
             NodeEvent::MessageReceived {
@@ -136,6 +137,13 @@ async fn received_texts_survive_a_restart_of_the_receiver() {
             }
         );
     }
+    // The texts outlive the pairing; the sender's name goes with it.
+    b.n().client.unpair(a.id()).await.unwrap();
+    let kept = b.n().client.inbox().await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept
+        .iter()
+        .all(|m| m.from_name.is_none() && m.from == a.id().to_string()));
 }
 
 /// `ping` times one round trip to a paired device, and refuses a device that is not paired
