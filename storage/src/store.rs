@@ -97,14 +97,15 @@ struct Inner {
 /// before the snapshot was begun, which the engine recovers from by replaying its log.
 ///
 /// Done under the database's lock (the one the engine takes), so the files of a database
-/// another process has open are left alone; that open then fails as `Locked`.
-fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+/// someone has open are left alone: returns false, having done nothing, while the lock is
+/// held.
+fn remove_unfinished_snapshots(path: &Path) -> Result<bool, StoreError> {
     let db_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path.join("db"))?;
     if db_file.try_lock().is_err() {
-        return Ok(());
+        return Ok(false);
     }
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
@@ -116,7 +117,7 @@ fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
     }
     // Dropping the handle releases the lock, before the engine takes it.
     drop(db_file);
-    Ok(())
+    Ok(true)
 }
 
 /// The databases this process has open. sled's file lock only tells processes apart, and
@@ -220,7 +221,19 @@ impl Store {
                 detail: format!("{} exists but holds no database file", path.display()),
             });
         } else {
-            remove_unfinished_snapshots(&path)?;
+            // The lock may still be held by a handle of this process that was just dropped
+            // (sled lets go of it lazily): wait for it, bounded, as the open below does.
+            // Opening while it is held would skip the clean-up, and the engine would then
+            // read an unfinished snapshot as corruption.
+            let waiting_since = Instant::now();
+            while !remove_unfinished_snapshots(&path)? {
+                if waiting_since.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked {
+                        path: path.display().to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let creating = marker.exists();
 
