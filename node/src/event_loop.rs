@@ -435,6 +435,14 @@ impl EventLoop {
     /// read and write, and a node that cannot remember must not go on talking to peers. The
     /// command or message that hit the failure is answered with the error first.
     pub async fn run(mut self) -> LoopExit {
+        let exit = self.serve().await;
+        // Whoever waits for the loop to end (shutdown, a restart) finds the address book's
+        // last version on disk.
+        self.addrbook.close().await;
+        exit
+    }
+
+    async fn serve(&mut self) -> LoopExit {
         for addr in std::mem::take(&mut self.startup_peers) {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!("cannot dial {addr}: {e}");
@@ -707,7 +715,7 @@ impl EventLoop {
 
     /// Puts `addr` first among `device`'s addresses, in the book and in the swarm. Returns
     /// whether the book changed; the caller saves it once for a batch
-    /// ([`EventLoop::save_addrbook`]), as each save is a synced file write.
+    /// ([`EventLoop::save_addrbook`]), as each save writes the whole book.
     pub(crate) fn note_address(&mut self, device: DeviceId, addr: Multiaddr) -> bool {
         if !self.addrbook.add(device, addr.clone()) {
             return false;

@@ -231,7 +231,8 @@ pub async fn start_tuned(opts: NodeOptions, tuning: Tuning) -> Result<RunningNod
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let hub = EventHub::new();
     let (addr_tx, mut addr_rx) = watch::channel(Vec::new());
-    let addrbook = AddressBook::load(Some(opts.data_dir.path(ADDRESSES_FILE)));
+    let mut addrbook = AddressBook::load(Some(opts.data_dir.path(ADDRESSES_FILE)));
+    addrbook.write_in_background();
     let event_loop = EventLoop::new(
         swarm,
         cmd_rx,
