@@ -252,6 +252,33 @@ fn a_quic_listen_address_in_a_build_without_quic_says_how_to_get_one() {
     );
 }
 
+/// A second `vouchnet run` on a data directory a running node holds exits 1 naming the lock
+/// (after the bounded wait for a lock a restart may still be releasing), and changes nothing
+/// the running node serves.
+#[test]
+fn a_second_run_on_a_data_directory_in_use_is_refused_and_the_first_keeps_serving() {
+    let a = Node::start("laptop");
+    let api_before = std::fs::read_to_string(a.dir.join("api.addr")).unwrap();
+    let out = vouchnet(
+        &a.dir,
+        &["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let db = std::fs::canonicalize(&a.dir).unwrap().join("sync.db");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: database: the database at {} is locked by another process",
+            db.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.dir.join("api.addr")).unwrap(),
+        api_before
+    );
+    assert_eq!(json(&a.dir, &["devices"]), Value::Array(vec![]));
+}
+
 #[test]
 fn commands_fail_clearly_when_the_node_is_not_running() {
     let tmp = tempfile::tempdir().unwrap();
