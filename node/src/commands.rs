@@ -900,7 +900,12 @@ fn describe_event(ev: &Value) -> String {
         ),
         "PairingFailed" => format!("pairing with {} failed: {}", s("device_id"), s("reason")),
         "KeyProofFailed" => format!("{} failed to prove it holds the pairing key: {}", s("device_id"), s("reason")),
-        "MessageReceived" => format!("message from {}: {}", s("from"), printable(&s("text"))),
+        "MessageReceived" => format!(
+            "message from {} ({}): {}",
+            s("from_name"),
+            s("from"),
+            printable(&s("text"))
+        ),
         "ProxyPairingVouchingReady" => format!(
             "{} ({}) can be vouched for — `vouchnet vouch {} --all` (session {})",
             s("vouchee_name"),
@@ -1030,8 +1035,11 @@ mod tests {
             "\\u{1b}[2Jwiped\\u{d}\\u{a}fake line\\u{9}!"
         );
         assert_eq!(printable("a\u{202E}cba\u{2066}"), "a\\u{202e}cba\\u{2066}");
-        let ev = json!({"seq": 1, "type": "MessageReceived", "from": "X", "text": "hi\u{7}\n"});
-        assert_eq!(describe_event(&ev), "[1] message from X: hi\\u{7}\\u{a}");
+        let ev = json!({"seq": 1, "type": "MessageReceived", "from": "X", "from_name": "tv", "text": "hi\u{7}\n"});
+        assert_eq!(
+            describe_event(&ev),
+            "[1] message from tv (X): hi\\u{7}\\u{a}"
+        );
     }
 
     #[test]

@@ -1389,6 +1389,7 @@ impl EventLoop {
                 let view = InboxMessage::of(message, Some(rec.name.as_str().to_owned()));
                 self.hub.publish(NodeEvent::MessageReceived {
                     from: view.from,
+                    from_name: rec.name.as_str().to_owned(),
                     text: view.text,
                     received_at: view.received_at,
                 });

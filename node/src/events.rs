@@ -141,6 +141,8 @@ pub enum NodeEvent {
     MessageReceived {
         /// The sender, as the connection authenticated it.
         from: String,
+        /// The sender's name, as this device paired it.
+        from_name: String,
         /// The text.
         text: String,
         /// When it arrived (ms since the epoch).

@@ -132,6 +132,7 @@ async fn received_texts_survive_a_restart_of_the_receiver() {
             event,
             NodeEvent::MessageReceived {
                 from: m.from.clone(),
+                from_name: "laptop".to_owned(),
                 text: m.text.clone(),
                 received_at: m.received_at,
             }

@@ -798,6 +798,7 @@ function apply(ev) {
       toast(`${nameOf(ev.device_id)} connected but could not prove it holds the pairing key (${ev.reason}).`, 'error');
       break;
     case 'MessageReceived':
+      learnName(ev.from, ev.from_name);
       state.messages.push({ from: ev.from, text: ev.text, received_at: ev.received_at });
       changed('messages');
       toast(`Message from ${nameOf(ev.from)}: ${ev.text}`);
