@@ -53,7 +53,7 @@ run_tests() {
   fi
 }
 
-step "cargo test (unit, property, integration, crash, full disk, multi-process, simulation, browser, netns)"
+step "cargo test (unit, property, integration, crash, full and failing disk, multi-process, simulation, browser, netns)"
 mkdir -p target
 run_tests target/test-all.log --workspace --locked
 echo "test binaries and results:"

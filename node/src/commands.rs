@@ -313,7 +313,8 @@ async fn run(dir: &DataDir, args: RunArgs) -> Result<()> {
         None | Some(LoopExit::Stopped) => Ok(()),
         Some(LoopExit::StoreFailed(cause)) => Err(anyhow!(
             "the node stopped: its store could not make a write durable ({cause}). Nothing \
-             it acknowledged is lost; start it again once the disk has room"
+             it acknowledged is lost; {}",
+            crate::event_loop::store_failure_advice(&cause)
         )),
         Some(LoopExit::Crashed(why)) => Err(anyhow!("the node stopped: {why}")),
     }
@@ -1021,6 +1022,19 @@ mod tests {
         assert_eq!(
             error_message(&read),
             "cannot read config.toml: no such file"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_asks_for_room_and_a_failing_one_for_a_check() {
+        use crate::event_loop::store_failure_advice;
+        assert_eq!(
+            store_failure_advice("storage i/o error: No space left on device (os error 28)"),
+            "start it again once the disk has room"
+        );
+        assert_eq!(
+            store_failure_advice("storage i/o error: Input/output error (os error 5)"),
+            "check the disk, and start it again once it works"
         );
     }
 

@@ -217,6 +217,17 @@ pub enum LoopExit {
     Crashed(String),
 }
 
+/// What to do about a store that failed with `cause`: a full disk needs room; any other
+/// failure (an I/O error: a failing disk) needs the disk looked at. The operating system's
+/// error code is in the cause's text (`(os error 28)` is ENOSPC).
+pub fn store_failure_advice(cause: &str) -> &'static str {
+    if cause.contains("(os error 28)") {
+        "start it again once the disk has room"
+    } else {
+        "check the disk, and start it again once it works"
+    }
+}
+
 /// The event loop. Build with [`EventLoop::new`], then `tokio::spawn(event_loop.run())`.
 ///
 /// The proxy-pairing flows (`crate::proxy`) are further `impl EventLoop` blocks, hence the
@@ -481,8 +492,8 @@ impl EventLoop {
     /// Ends the loop because the store failed: says so in the log and on the event stream.
     fn stop_on_store_failure(&self, cause: String) -> LoopExit {
         tracing::error!(
-            "stopping: the store could not make a write durable ({cause}); start the node \
-             again once the disk has room"
+            "stopping: the store could not make a write durable ({cause}); {}",
+            store_failure_advice(&cause)
         );
         self.hub.publish(NodeEvent::NodeStopped {
             reason: "store_failed".to_owned(),

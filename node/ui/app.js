@@ -804,8 +804,9 @@ function apply(ev) {
       toast(`Message from ${nameOf(ev.from)}: ${ev.text}`);
       break;
     case 'NodeStopped':
-      // The only reason so far: its store could not make a write durable (a full disk).
-      toast(`The node stopped: it could not save a change to its disk (${ev.detail}). Nothing it confirmed is lost. Free space on this device, then start it again.`, 'error');
+      // The only reason so far: its store could not make a write durable (a full or failing disk).
+      toast(`The node stopped: it could not save a change to its disk (${ev.detail}). Nothing it confirmed is lost. ${
+        /\(os error 28\)/.test(ev.detail) ? 'Free space on this device' : 'Check this device\'s disk'}, then start it again.`, 'error');
       break;
     default:
       break;

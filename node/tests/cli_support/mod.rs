@@ -62,11 +62,18 @@ pub struct Node {
     pub name: String,
     pub id: String,
     extra: Vec<String>,
+    /// Environment variables of the `run` process (beyond `RUST_LOG`).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
     /// `vouchnet init` in `root/<name>`, then `run` with `extra` flags.
     pub fn start(root: &Path, name: &str, extra: &[&str]) -> Node {
+        Node::start_with_env(root, name, extra, &[])
+    }
+
+    /// [`Node::start`], with these environment variables for every `run` of it.
+    pub fn start_with_env(root: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = root.join(name);
         let init = json(&dir, &["init", "--name", name]);
         let mut node = Node {
@@ -75,6 +82,10 @@ impl Node {
             name: name.to_owned(),
             id: init["device_id"].as_str().unwrap().to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.restart(&[]);
         node
@@ -92,6 +103,7 @@ impl Node {
             .args(&self.extra)
             .args(more)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
