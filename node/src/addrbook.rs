@@ -94,13 +94,12 @@ impl AddressBook {
                 let path = path.clone();
                 // Encoding (base58 ids, text addresses) costs about as much as the write.
                 let written = tokio::task::spawn_blocking(move || {
-                    write_atomic(&path, &encode(&entries), 0o600)
+                    write_atomic(&path, &encode(&entries), 0o600).map_err(|e| e.to_string())
                 })
-                .await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("cannot save the address book: {e}"),
-                    Err(e) => tracing::warn!("cannot save the address book: {e}"),
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                if let Err(e) = written {
+                    tracing::warn!("cannot save the address book: {e}");
                 }
             }
         });

@@ -68,10 +68,7 @@ use vouchnet_protocol::{
 use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, InboxRecord, QueueRef, Store};
 
 /// Texts kept in the inbox (stored; the oldest is dropped first).
-pub const INBOX_CAPACITY: NonZeroU64 = match NonZeroU64::new(256) {
-    Some(n) => n,
-    None => panic!("the inbox capacity is not zero"),
-};
+pub const INBOX_CAPACITY: NonZeroU64 = NonZeroU64::new(256).unwrap();
 /// Most messages waiting behind the one in flight to one device.
 const OUTBOX_PER_DEVICE: usize = 32;
 /// Longest the loop sleeps without a deadline, so nothing can wedge it forever.
@@ -1397,12 +1394,11 @@ impl EventLoop {
                     return error_reply(ErrorCode::Unavailable);
                 }
                 tracing::info!("message from {} ({device})", rec.name.as_str());
-                let view = InboxMessage::of(message, Some(rec.name.as_str().to_owned()));
                 self.hub.publish(NodeEvent::MessageReceived {
-                    from: view.from,
+                    from: device.to_string(),
                     from_name: rec.name.as_str().to_owned(),
-                    text: view.text,
-                    received_at: view.received_at,
+                    text: message.text,
+                    received_at: message.received_at.as_millis(),
                 });
                 ack()
             }

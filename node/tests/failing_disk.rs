@@ -11,7 +11,7 @@
 
 mod cli_support;
 
-use cli_support::{eventually, vouchnet, Node};
+use cli_support::{vouchnet, Node};
 use rand_core::OsRng;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,12 +82,8 @@ fn vouchnet_run_exits_non_zero_when_its_disk_fails_and_keeps_what_it_acknowledge
         stderr.starts_with("error: storage: storage i/o error: Input/output error (os error 5)"),
         "{stderr}"
     );
-    let status = eventually("vouchnet run to exit", || {
-        a.child.as_mut().unwrap().try_wait().unwrap()
-    });
+    let (status, log) = a.exited();
     assert_eq!(status.code(), Some(1));
-    a.child = None;
-    let log = std::fs::read_to_string(a.dir.with_extension("log")).unwrap();
     assert!(
         log.contains(
             "error: the node stopped: its store could not make a write durable (storage i/o \
@@ -100,14 +96,7 @@ fn vouchnet_run_exits_non_zero_when_its_disk_fails_and_keeps_what_it_acknowledge
     // On a working disk again: every acknowledged block is there, and the audit trail holds.
     std::fs::remove_file(&trigger).unwrap();
     a.restart(&[]);
-    let mut listed: Vec<String> = a
-        .json(&["blocked"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["device_id"].as_str().unwrap().to_owned())
-        .collect();
-    listed.sort();
+    let listed = a.blocked_ids();
     acknowledged.sort();
     let mut with_refused = acknowledged.clone();
     with_refused.push(refused);

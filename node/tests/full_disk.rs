@@ -155,7 +155,6 @@ async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowle
     wait_online(&a, b.id(), true).await;
     let report = a.n().client.audit_verify().await.unwrap();
     assert!(report.ok, "{:?}", report.error);
-    drop(fs);
 }
 
 /// A message is acknowledged only once it is stored: every text its sender was told had
@@ -220,7 +219,6 @@ async fn a_message_is_acknowledged_only_once_stored_when_the_disk_fills_up() {
             .collect::<Vec<_>>()
     );
     assert!(inbox.iter().all(|m| m.from == b.id().to_string()));
-    drop(fs);
 }
 
 /// The same through the CLI, as a script or a service manager sees it: the command that hit
@@ -229,7 +227,7 @@ async fn a_message_is_acknowledged_only_once_stored_when_the_disk_fills_up() {
 /// disk has room has every acknowledged block.
 #[test]
 fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_freed() {
-    use cli_support::{eventually, vouchnet, Node};
+    use cli_support::{vouchnet, Node};
     let root = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount_or_skip(&root.path().join("laptop"), "8m") else {
         return;
@@ -254,12 +252,8 @@ fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_free
         "{stderr}"
     );
 
-    let status = eventually("vouchnet run to exit", || {
-        a.child.as_mut().unwrap().try_wait().unwrap()
-    });
+    let (status, log) = a.exited();
     assert_eq!(status.code(), Some(1));
-    a.child = None;
-    let log = std::fs::read_to_string(a.dir.with_extension("log")).unwrap();
     assert!(
         log.contains(
             "error: the node stopped: its store could not make a write durable (storage i/o \
@@ -280,16 +274,8 @@ fn vouchnet_run_exits_non_zero_when_its_disk_fills_up_and_starts_again_once_free
 
     std::fs::remove_file(junk).unwrap();
     a.restart(&[]);
-    let blocked = a.json(&["blocked"]);
-    let mut listed: Vec<String> = blocked
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["device_id"].as_str().unwrap().to_owned())
-        .collect();
-    listed.sort();
     acknowledged.sort();
-    assert_eq!(listed, acknowledged);
+    assert_eq!(a.blocked_ids(), acknowledged);
     a.stop();
     drop(fs);
 }

@@ -97,15 +97,17 @@ struct Inner {
 /// before the snapshot was begun, which the engine recovers from by replaying its log.
 ///
 /// Done under the database's lock (the one the engine takes), so the files of a database
-/// someone has open are left alone: returns false, having done nothing, while the lock is
-/// held.
-fn remove_unfinished_snapshots(path: &Path) -> Result<bool, StoreError> {
+/// someone has open are left alone: fails as `Locked`, having done nothing, while the lock
+/// is held.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
     let db_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path.join("db"))?;
     if db_file.try_lock().is_err() {
-        return Ok(false);
+        return Err(StoreError::Locked {
+            path: path.display().to_string(),
+        });
     }
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
@@ -117,7 +119,25 @@ fn remove_unfinished_snapshots(path: &Path) -> Result<bool, StoreError> {
     }
     // Dropping the handle releases the lock, before the engine takes it.
     drop(db_file);
-    Ok(true)
+    Ok(())
+}
+
+/// Runs `attempt` until it does not fail as `Locked`, for at most [`LOCK_WAIT`] from
+/// `since`. No handle of this process holds the database (the claim says so), so a held
+/// lock is another process's, or one sled has not yet let go of after a handle of this
+/// process was dropped (it does so lazily).
+fn while_locked<T>(
+    since: Instant,
+    mut attempt: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    loop {
+        match attempt() {
+            Err(StoreError::Locked { .. }) if since.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The databases this process has open. sled's file lock only tells processes apart, and
@@ -208,6 +228,7 @@ impl Store {
         let claim = Claim::take(&path)?;
         let marker = dir.join(CREATING_MARKER);
         let fresh = !path.exists();
+        let waiting_since = Instant::now();
         if fresh {
             fsperm::create_private_file(&marker)?;
             fsperm::sync_dir(dir)?;
@@ -221,19 +242,10 @@ impl Store {
                 detail: format!("{} exists but holds no database file", path.display()),
             });
         } else {
-            // The lock may still be held by a handle of this process that was just dropped
-            // (sled lets go of it lazily): wait for it, bounded, as the open below does.
-            // Opening while it is held would skip the clean-up, and the engine would then
-            // read an unfinished snapshot as corruption.
-            let waiting_since = Instant::now();
-            while !remove_unfinished_snapshots(&path)? {
-                if waiting_since.elapsed() >= LOCK_WAIT {
-                    return Err(StoreError::Locked {
-                        path: path.display().to_string(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            // Waited for like the engine's own open below: skipping the clean-up while a
+            // just-dropped handle still held the lock let the engine read an unfinished
+            // snapshot as corruption.
+            while_locked(waiting_since, || remove_unfinished_snapshots(&path))?;
         }
         let creating = marker.exists();
 
@@ -243,24 +255,16 @@ impl Store {
             // Every write is flushed before it returns (see `write`), so the engine's own
             // periodic flusher would only add a thread that wakes twice a second.
             .flush_every_ms(None);
-        let waiting_since = Instant::now();
-        let db = loop {
-            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+        let db = while_locked(waiting_since, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
                 .map_err(|panic| StoreError::Corrupt {
-                detail: format!(
-                    "storage engine failed while opening: {}",
-                    panic_text(&panic)
-                ),
-            })?;
-            match opened.map_err(StoreError::from) {
-                // No handle of this process holds it (the claim says so): either another
-                // process does, or sled has not yet released a dropped handle's file.
-                Err(StoreError::Locked { .. }) if waiting_since.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
+                    detail: format!(
+                        "storage engine failed while opening: {}",
+                        panic_text(&panic)
+                    ),
+                })?
+                .map_err(StoreError::from)
+        })?;
         let trees = layout::ALL_TREES
             .iter()
             .map(|name| db.open_tree(name))

@@ -560,11 +560,7 @@ impl EventLoop {
             }
         };
         let batched = self.answers.sessions.get(&session_id).cloned();
-        let batched = match batched {
-            Some(s) => Some(s),
-            None => self.load_session(&session_id),
-        };
-        let Some(mut session) = batched else {
+        let Some(mut session) = batched.or_else(|| self.load_session(&session_id)) else {
             self.refused(device, WHAT, "unknown_session");
             return self.answer_channel(channel, ack());
         };

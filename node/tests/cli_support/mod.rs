@@ -127,6 +127,29 @@ impl Node {
         }
     }
 
+    /// Waits for the `run` process to exit on its own; its exit status and its log.
+    pub fn exited(&mut self) -> (std::process::ExitStatus, String) {
+        let status = eventually(&format!("{}'s vouchnet run to exit", self.name), || {
+            self.child.as_mut().unwrap().try_wait().unwrap()
+        });
+        self.child = None;
+        let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap();
+        (status, log)
+    }
+
+    /// The ids `vouchnet blocked` lists, sorted.
+    pub fn blocked_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .json(&["blocked"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["device_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The first listen address, ending in `/p2p/<id>`.
     pub fn addr(&self) -> String {
         json(&self.dir, &["id"])["listen_addrs"][0]
