@@ -53,8 +53,16 @@
 //! - **the signatures a vouch needs**: one Ed25519 signature and one `verify_strict` of a
 //!   certificate-sized body, twice (the voucher signs the vouch and the target checks it;
 //!   the target signs its answer and the voucher checks it), measured in the same run.
+//! - **where a vouch to 1 spends its time** (thread layout): every device marks the steps of
+//!   a vouch's critical path as trace events (`vouchnet_node::proxy::path`); a tracing layer
+//!   in this process catches them, and each vouch to 1 is cut into segments of three kinds
+//!   (`support/path_split.rs`): its durable writes, its two network legs, and the work in
+//!   between (checks, signatures, store reads, events). The goal leaves
+//!   `1.2 × (echo + writes) − writes − network` for that work; the report shows it beside
+//!   the work measured.
 //! - **floors**: what the goals leave room for, from the figures above.
-//!   - vouch to 1: echo + its writes + the signatures it needs, which no overhead can avoid.
+//!   - vouch to 1: echo + its writes + the signatures it needs, which no overhead can avoid;
+//!     and, from the split, its own writes + its own network legs + those signatures.
 //!   - vouch to 100: every target must answer with a signature check, a durable write and a
 //!     signature, and the voucher must check 100 answers, beside the traffic of a fan-out.
 //!     The CPU that costs (fan-out CPU + 100 × the signatures + the CPU of 100 writes at
@@ -73,6 +81,10 @@ use vouchnet_node::events::{NodeEvent, ResourceKind};
 use vouchnet_node::{start, DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, SessionId, Timestamp, VouchNonce};
 use vouchnet_storage::Store;
+
+#[path = "support/path_split.rs"]
+mod path_split;
+use path_split::{Kind, Split, SEGMENTS};
 
 const TARGETS: usize = 100;
 const ECHO_RUNS: usize = 200;
@@ -492,8 +504,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Vouches for `vouchee` to `targets` and waits, on the voucher's event stream as a UI
-/// would, for the session to be Completed; every target must have accepted.
-async fn vouch(voucher: &RunningNode, vouchee: DeviceId, targets: &[DeviceId]) -> Duration {
+/// would, for the session to be Completed; every target must have accepted. Returns when
+/// it started, and how long it took.
+async fn vouch(
+    voucher: &RunningNode,
+    vouchee: DeviceId,
+    targets: &[DeviceId],
+) -> (Instant, Duration) {
     let mut events = voucher.client.events().subscribe(None);
     let started = Instant::now();
     let outcome = voucher
@@ -531,7 +548,7 @@ async fn vouch(voucher: &RunningNode, vouchee: DeviceId, targets: &[DeviceId]) -
                 .filter(|v| v["status"] == "accepted")
                 .count();
             assert_eq!(accepted, targets.len(), "every target accepts");
-            return elapsed;
+            return (started, elapsed);
         }
     }
 }
@@ -601,6 +618,37 @@ struct Figures {
     signature_pair: Duration,
     /// Median, least and most.
     voucher_writes100: (u64, u64, u64),
+    /// Where a vouch to 1 spends its time (thread layout only).
+    split: Option<SplitMedians>,
+}
+
+/// The medians of the vouches to 1 cut into segments: of each segment, and of each
+/// vouch's total per kind.
+struct SplitMedians {
+    segments: [Duration; SEGMENTS.len()],
+    writes: Duration,
+    network: Duration,
+    work: Duration,
+}
+
+impl SplitMedians {
+    fn of(splits: &[Split]) -> Option<SplitMedians> {
+        if splits.is_empty() {
+            return None;
+        }
+        let by = |f: &dyn Fn(&Split) -> Duration| median(splits.iter().map(f).collect());
+        Some(SplitMedians {
+            segments: std::array::from_fn(|i| by(&|s: &Split| s.segments[i])),
+            writes: by(&|s: &Split| s.total(Kind::Write)),
+            network: by(&|s: &Split| s.total(Kind::Network)),
+            work: by(&|s: &Split| s.total(Kind::Work)),
+        })
+    }
+
+    /// What the goal leaves for the work: 1.2 × (`echo` + writes) − writes − network.
+    fn room_for_work(&self, echo: Duration) -> Option<Duration> {
+        ((echo + self.writes).mul_f64(1.2)).checked_sub(self.writes + self.network)
+    }
 }
 
 async fn measure(layout: Layout, root: &Path) -> Figures {
@@ -636,6 +684,8 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
     // than one per target).
     let mut vouch100_voucher_writes = Vec::new();
     let mut echo_fresh = Vec::new();
+    // Each vouch to 1 cut into its path's segments (thread layout only).
+    let mut splits = Vec::new();
     let mut next = 0;
     for round in 0..VOUCH_RUNS.max(FANOUT_RUNS) {
         // Interleave the subjects so drift in machine load hits them alike.
@@ -665,7 +715,12 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
                 } else {
                     Duration::ZERO
                 };
-                out.push(vouch(&voucher, vouchee.device_id, &ids[..n]).await);
+                path_split::take();
+                let (started, took) = vouch(&voucher, vouchee.device_id, &ids[..n]).await;
+                out.push(took);
+                if n == 1 {
+                    splits.extend(Split::of(&path_split::take(), started, started + took));
+                }
                 if n == TARGETS {
                     let cpu = cpu_of_all(&mut targets, Some(&mut vouchee)).await;
                     vouch100_cpu.push(cpu - cpu_before);
@@ -723,6 +778,7 @@ async fn measure(layout: Layout, root: &Path) -> Figures {
             vouch1_write_count[vouch1_write_count.len() - 1],
         ),
         vouch1: median(vouch1),
+        split: SplitMedians::of(&splits),
         fan10: median(fan10),
         vouch10: median(vouch10),
         fan100: median(fan100),
@@ -837,6 +893,54 @@ fn report(runs: &[Figures]) {
     ratio_row(&format!("vouch to {TARGETS} / that floor"), |r| {
         ratio(r.vouch100, vouch100_cpu_floor(r))
     });
+    report_split(&row);
+}
+
+/// Prints one row of the report: a label, then a cell per layout.
+type Row<'a> = dyn Fn(&str, &dyn Fn(&Figures) -> String) + 'a;
+
+/// Prints where a vouch to 1 spent its time, and how much room the goal leaves for its
+/// work once its writes and its network legs are paid.
+fn report_split(row: &Row) {
+    println!(
+        "\nwhere a vouch to 1 spends its time (medians, from the devices' path steps; only \
+         devices on threads are seen):"
+    );
+    let split_row = |label: &str, f: &dyn Fn(&SplitMedians, &Figures) -> String| {
+        row(label, &|r| {
+            r.split.as_ref().map_or_else(|| "-".to_owned(), |s| f(s, r))
+        });
+    };
+    let ms3 = |d: Duration| format!("{:.3} ms", ms(d));
+    for (i, (label, _, _, _)) in SEGMENTS.iter().enumerate() {
+        split_row(label, &|s, _| ms3(s.segments[i]));
+    }
+    split_row("all its durable writes", &|s, _| ms3(s.writes));
+    split_row("all its network legs", &|s, _| ms3(s.network));
+    split_row("all its work", &|s, _| ms3(s.work));
+    split_row("  of which 2 signatures + 2 verify_strict", &|_, r| {
+        ms3(r.signature_pair * 2)
+    });
+    split_row("work the goal leaves room for (echo)", &|s, r| {
+        s.room_for_work(r.echo)
+            .map_or_else(|| "none".to_owned(), ms3)
+    });
+    split_row("work the goal leaves room for (echo alike)", &|s, r| {
+        s.room_for_work(r.echo_fresh)
+            .map_or_else(|| "none".to_owned(), ms3)
+    });
+    split_row(
+        "floor: (writes + network + 2 sig.) / (echo + writes)",
+        &|s, r| {
+            format!(
+                "{:.2}",
+                ratio(
+                    s.writes + s.network + r.signature_pair * 2,
+                    r.echo + s.writes
+                )
+            )
+        },
+    );
 }
 
 /// The least wall time a vouch to [`TARGETS`] can take on this machine: the CPU it cannot
@@ -853,6 +957,7 @@ fn main() {
     if let Ok(name) = std::env::var(DEVICE_ENV) {
         return device_process(name);
     }
+    path_split::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -22,6 +22,7 @@
 //! [`receiver`] for open prompts).
 
 pub mod chains;
+pub mod path;
 pub mod queue_worker;
 pub mod receiver;
 pub mod removal;

@@ -23,7 +23,7 @@
 //! prompt itself. An answer the user gave while the voucher was unreachable is stored, and
 //! given again when the voucher delivers the vouch again (signed afresh).
 
-use super::OpenPrompt;
+use super::{path, OpenPrompt};
 use crate::error::NodeError;
 use crate::event_loop::{error_reply, EventLoop, Token};
 use crate::events::{NodeEvent, ResourceKind};
@@ -83,6 +83,7 @@ impl EventLoop {
         device: DeviceId,
         request: ProxyPairingRequest,
     ) -> WireFrame {
+        path::step(path::VOUCH_RECEIVED);
         let now = self.clock.now();
         let verdict = {
             let view = self.view();
@@ -94,7 +95,11 @@ impl EventLoop {
                     .apply_verdict(device, &request.vouch, verdict, &[], now)
                     .answer
                 {
-                    Some(answer) => WireFrame::encode(&Frame::new(answer)),
+                    Some(answer) => {
+                        let frame = WireFrame::encode(&Frame::new(answer));
+                        path::step(path::ANSWER_READY);
+                        frame
+                    }
                     // Nothing was stored: the voucher delivers the vouch again later.
                     None => error_reply(ErrorCode::Unavailable),
                 }
@@ -186,12 +191,14 @@ impl EventLoop {
                     session_key: device.proxied_key.clone(),
                     at: now,
                 };
+                path::step(path::VOUCH_CHECKED);
                 let result = self.store.write(|tx| {
                     let out = tx.accept_vouch(&a)?;
                     remember_others(tx)?;
                     close_stored(tx)?;
                     Ok(out)
                 });
+                path::step(path::DECISION_STORED);
                 match result {
                     Ok(AcceptOutcome::Accepted(rec)) => {
                         tracing::info!(

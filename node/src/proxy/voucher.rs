@@ -17,6 +17,7 @@
 //! 5. The vouchee hears of each acceptance (`ProxyPairingComplete`), or a queue entry waits
 //!    for it; when every target is final it gets the whole result.
 
+use super::path;
 use super::view::NodeView;
 use crate::error::NodeError;
 use crate::event_loop::{ack, error_reply, EventLoop, Proto, Token, Undelivered};
@@ -248,6 +249,7 @@ impl EventLoop {
         to: Vec<DeviceId>,
         all: bool,
     ) -> Result<VouchOutcome, NodeError> {
+        path::step(path::VOUCH_COMMAND);
         if !self.proxy_enabled {
             return Err(NodeError::Conflict(
                 "proxy pairing is disabled on this device (proxy_pairing = false)".into(),
@@ -320,6 +322,7 @@ impl EventLoop {
             }
             _ => NodeError::InvalidArgument(e.to_string()),
         })?;
+        path::step(path::VOUCH_SIGNED);
         self.store.write(|tx| {
             tx.put_session(&session)?;
             tx.record_event(
@@ -343,6 +346,7 @@ impl EventLoop {
             }
             persist_outputs(tx, session.id, &outputs)
         })?;
+        path::step(path::VOUCH_STORED);
         tracing::info!(
             vouchee = %session.vouchee,
             "vouching to {} device(s), session {}",
@@ -353,6 +357,7 @@ impl EventLoop {
         // one waits on the network.
         self.send_outputs(&session, outputs);
         self.session_changed(&session);
+        path::step(path::VOUCH_SENT);
         Ok(session.id)
     }
 
@@ -552,6 +557,7 @@ impl EventLoop {
         channel: Option<ResponseChannel<WireFrame>>,
     ) {
         const WHAT: &str = "ProxyPairingResponse";
+        path::step(path::ANSWER_RECEIVED);
         let session_id = match msg.response.decode_unverified() {
             Ok(r) => r.session_id,
             Err(_) => {
@@ -587,6 +593,7 @@ impl EventLoop {
             at: now,
         });
         self.answers.acks.extend(channel);
+        path::step(path::ANSWER_CHECKED);
     }
 
     /// Stores every answer handled since the last flush in one transaction, then
@@ -613,6 +620,7 @@ impl EventLoop {
             }
             return;
         }
+        path::step(path::ANSWER_STORED);
         for channel in batch.acks {
             self.respond(Proto::ProxyPair, channel, ack());
         }
