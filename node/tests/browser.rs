@@ -1150,6 +1150,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_vouchnet");
 
 /// Starts `vouchnet run` on `dir` with its control API on `api`, and waits until it serves.
 async fn run_node(dir: &Path, api: SocketAddr) -> RunProcess {
+    run_node_with_env(dir, api, &[]).await
+}
+
+/// [`run_node`], with `env` added to the node's environment.
+async fn run_node_with_env(dir: &Path, api: SocketAddr, env: &[(&str, &str)]) -> RunProcess {
     let child = std::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(dir)
@@ -1157,6 +1162,7 @@ async fn run_node(dir: &Path, api: SocketAddr) -> RunProcess {
         .arg("--api")
         .arg(api.to_string())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1171,29 +1177,29 @@ async fn run_node(dir: &Path, api: SocketAddr) -> RunProcess {
     run
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_says_when_its_node_is_offline_and_when_its_session_ended() {
-    let Some(driver) = browser().await else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("laptop");
+/// `vouchnet init` of a device named `name` under `root`: its data directory, and a free
+/// loopback address for its control API, fixed so that a restarted node is where the page
+/// looks for it.
+fn init_node(root: &Path, name: &str) -> (PathBuf, SocketAddr) {
+    let dir = root.join(name);
     let init = std::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(&dir)
-        .args(["init", "--name", "laptop"])
+        .args(["init", "--name", name])
         .output()
         .expect("vouchnet init");
     assert!(init.status.success());
-    // A fixed API address, so the restarted node is where the page looks for it.
     let api: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
-    let mut node = run_node(&dir, api).await;
+    (dir, api)
+}
 
+/// The login link `vouchnet ui` prints for the node on `dir`, whose API is on `api`.
+async fn ui_link(dir: &Path, api: SocketAddr) -> String {
     let out = tokio::process::Command::new(BIN)
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .args(["ui", "--json"])
         .output()
         .await
@@ -1207,6 +1213,32 @@ async fn the_page_says_when_its_node_is_offline_and_when_its_session_ended() {
         url.split("/ui/").next(),
         Some(format!("http://{api}").as_str())
     );
+    url
+}
+
+/// Waits until the `vouchnet run` of `node` has exited, and returns how.
+async fn exit_of(node: &mut RunProcess, what: &str) -> std::process::ExitStatus {
+    tokio::time::timeout(STEP, async {
+        loop {
+            if let Some(status) = node.0.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_its_node_is_offline_and_when_its_session_ended() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, api) = init_node(tmp.path(), "laptop");
+    let mut node = run_node(&dir, api).await;
+    let url = ui_link(&dir, api).await;
     let page = driver.open("offline", 1024, 700).await;
     open_ui(&page, &url).await;
 
@@ -1217,16 +1249,7 @@ async fn the_page_says_when_its_node_is_offline_and_when_its_session_ended() {
         .status()
         .expect("kill runs");
     assert!(term.success());
-    let status = tokio::time::timeout(STEP, async {
-        loop {
-            if let Some(status) = node.0.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("vouchnet run stops in time with a page open");
+    let status = exit_of(&mut node, "vouchnet run stops in time with a page open").await;
     assert!(status.success(), "vouchnet run exited with {status}");
     say(&format!(
         "browser test: vouchnet run stopped {:.1} s after SIGTERM with a page open",
@@ -1255,6 +1278,72 @@ async fn the_page_says_when_its_node_is_offline_and_when_its_session_ended() {
     .await;
     assert!(page.text("#conn").await.contains("vouchnet ui"));
     page.screenshot("09-session-ended").await;
+    page.quit().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// A node that stops on its own
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_why_its_node_stopped_when_its_disk_failed() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(library) = fail_sync::library(tmp.path(), "browser test of a failing disk") else {
+        return;
+    };
+    let trigger = tmp.path().join("fail-now");
+    let (dir, api) = init_node(tmp.path(), "laptop");
+    let mut node = run_node_with_env(&dir, api, &fail_sync::env(&library, &trigger)).await;
+    let url = ui_link(&dir, api).await;
+    let page = driver.open("stopped", 1024, 700).await;
+    open_ui(&page, &url).await;
+
+    // The disk fails; the next change, a block of a device never seen, cannot be made
+    // durable, and the node stops.
+    std::fs::write(&trigger, b"").unwrap();
+    let stranger = vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
+        .public()
+        .device_id()
+        .to_string();
+    let out = tokio::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["block", &stranger])
+        .output()
+        .await
+        .expect("vouchnet block");
+    assert!(!out.status.success());
+    let status = exit_of(&mut node, "vouchnet run stops once its disk failed").await;
+    assert_eq!(status.code(), Some(1));
+
+    // The page says why, and what to do, for as long as the node is away: not a toast
+    // that fades, nor "trying again" as if it would come back by itself.
+    page.wait(
+        "the page to say its node stopped",
+        "return document.body.dataset.conn === 'stopped'",
+    )
+    .await;
+    assert_eq!(
+        page.text("#conn").await,
+        "The node stopped: it could not save a change to its disk. Nothing it confirmed is \
+         lost. Nothing can be changed until it runs again. Check this device's disk, then \
+         start it again with vouchnet run. (storage i/o error: Input/output error (os error \
+         5))"
+    );
+    // What the page last knew stays in view, and nothing can be changed.
+    assert_eq!(
+        page.js("return document.getElementById('main').hidden")
+            .await,
+        false
+    );
+    assert_eq!(
+        page.js("return document.getElementById('refresh-peers').disabled")
+            .await,
+        true
+    );
+    page.screenshot("12-node-stopped").await;
     page.quit().await;
 }
 

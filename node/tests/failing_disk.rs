@@ -10,11 +10,11 @@
 //! be: it reached the kernel, which may still have written it.
 
 mod cli_support;
+mod common;
 
 use cli_support::{vouchnet, Node};
+use common::fail_sync;
 use rand_core::OsRng;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use vouchnet_protocol::DeviceKeypair;
 
 fn stranger() -> String {
@@ -24,41 +24,14 @@ fn stranger() -> String {
         .to_string()
 }
 
-/// Builds the preload library into `dir`; `None` (and SKIPPED) without a C compiler.
-fn fail_sync_library(dir: &Path) -> Option<PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/fail_sync.c");
-    let out = dir.join("fail_sync.so");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .arg("-ldl")
-        .output();
-    match built {
-        Ok(o) if o.status.success() => Some(out),
-        Ok(o) => panic!(
-            "cc could not build {}: {}",
-            source.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => {
-            println!("SKIPPED failing-disk test: no C compiler to build its library ({e})");
-            None
-        }
-    }
-}
-
 #[test]
 fn vouchnet_run_exits_non_zero_when_its_disk_fails_and_keeps_what_it_acknowledged() {
     let root = tempfile::tempdir().unwrap();
-    let Some(library) = fail_sync_library(root.path()) else {
+    let Some(library) = fail_sync::library(root.path(), "failing-disk test") else {
         return;
     };
     let trigger = root.path().join("fail-now");
-    let env = [
-        ("LD_PRELOAD", library.to_str().unwrap()),
-        ("VOUCHNET_FAIL_SYNC_WHEN", trigger.to_str().unwrap()),
-    ];
+    let env = fail_sync::env(&library, &trigger);
     let mut a = Node::start_with_env(root.path(), "laptop", &[], &env);
     let mut acknowledged = Vec::new();
     for _ in 0..3 {

@@ -17,9 +17,11 @@ import { fingerprintOf } from './fingerprint.js';
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  /** connecting | live | reconnecting | ended | no-login | login-failed */
+  /** connecting | live | reconnecting | stopped | ended | no-login | login-failed */
   conn: 'connecting',
   connMessage: '',
+  /** Why the node stopped on its own (its `NodeStopped` event), shown until it is back. */
+  stopped: null,
   me: null,
   devices: new Map(),
   peers: [],
@@ -88,7 +90,7 @@ function render() {
     if (again) again.focus();
   }
   document.body.dataset.conn = state.conn;
-  $('main').hidden = !['live', 'reconnecting'].includes(state.conn);
+  $('main').hidden = !['live', 'reconnecting', 'stopped'].includes(state.conn);
   // While the node is unreachable nothing can be changed (the generated controls check
   // `isBusy`; these are the page's fixed ones).
   for (const c of document.querySelectorAll('[data-needs-node]')) c.disabled = !live();
@@ -141,6 +143,7 @@ const CONN_TEXT = {
   connecting: 'Connecting to the node…',
   live: 'Connected to the node',
   reconnecting: 'Offline: the node cannot be reached. Trying again… Nothing can be changed until it is back.',
+  stopped: 'The node stopped: it could not save a change to its disk. Nothing it confirmed is lost. Nothing can be changed until it runs again.',
   ended: 'This session has ended (the node restarted, or the session expired). Run `vouchnet ui` on this device for a new link.',
   'no-login': 'To use this page, run `vouchnet ui` on this device and open the link it prints.',
   'login-failed': 'This login link cannot be used.',
@@ -804,9 +807,11 @@ function apply(ev) {
       toast(`Message from ${nameOf(ev.from)}: ${ev.text}`);
       break;
     case 'NodeStopped':
-      // The only reason so far: its store could not make a write durable (a full or failing disk).
-      toast(`The node stopped: it could not save a change to its disk (${ev.detail}). Nothing it confirmed is lost. ${
-        /\(os error 28\)/.test(ev.detail) ? 'Free space on this device' : 'Check this device\'s disk'}, then start it again.`, 'error');
+      // The only reason so far: its store could not make a write durable (a full or failing
+      // disk). The node is gone once this arrives, so the page says why for as long as it
+      // is: a toast would fade, and "trying again" alone would never come true.
+      state.stopped = { detail: ev.detail };
+      setConn('stopped', stoppedAdvice(state.stopped));
       break;
     default:
       break;
@@ -884,6 +889,19 @@ function auditSoon() {
   auditTimer = setTimeout(loadAudit, 300);
 }
 
+/** What the user can do about a node that stopped on its own, and the disk's own words. */
+function stoppedAdvice(stopped) {
+  const full = /\(os error 28\)/.test(stopped.detail);
+  return `${full ? 'Free space on this device' : 'Check this device\'s disk'}, then start it again with \`vouchnet run\`. (${stopped.detail})`;
+}
+
+/** The node cannot be reached: it stopped on its own (and the page says why), or it is just
+ * away. */
+function offline() {
+  if (state.stopped) setConn('stopped', stoppedAdvice(state.stopped));
+  else setConn('reconnecting');
+}
+
 function setConn(conn, message = '') {
   state.conn = conn;
   state.connMessage = message;
@@ -900,11 +918,13 @@ async function follow() {
       onOpen: async () => {
         try {
           await loadAll();
+          state.stopped = null;
           setConn('live');
           delay = 500;
           return true;
         } catch (e) {
-          setConn(e.status === 401 ? 'ended' : 'reconnecting');
+          if (e.status === 401) setConn('ended');
+          else offline();
           return false;
         }
       },
@@ -915,7 +935,7 @@ async function follow() {
       return;
     }
     if (why === 'lagged') continue; // load everything again at once
-    setConn('reconnecting');
+    offline();
     await sleep(delay);
     delay = Math.min(delay * 2, 10000);
   }

@@ -17,6 +17,7 @@ use vouchnet_node::views::{DeviceView, PairingRequestView};
 use vouchnet_node::{DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, Frame, Limits, Message};
 
+pub mod fail_sync;
 #[path = "../../../storage/tests/support/tmpfs.rs"]
 pub mod tmpfs;
 
