@@ -311,10 +311,11 @@ async fn run(dir: &DataDir, args: RunArgs) -> Result<()> {
     dir.clear_api_files();
     match exit {
         None | Some(LoopExit::Stopped) => Ok(()),
-        Some(LoopExit::StoreFailed(cause)) => Err(anyhow!(
-            "the node stopped: its store could not make a write durable ({cause}). Nothing \
+        Some(LoopExit::StoreFailed(failure)) => Err(anyhow!(
+            "the node stopped: its store could not make a write durable ({}). Nothing \
              it acknowledged is lost; {}",
-            crate::event_loop::store_failure_advice(&cause)
+            failure.cause,
+            crate::event_loop::store_failure_advice(&failure)
         )),
         Some(LoopExit::Crashed(why)) => Err(anyhow!("the node stopped: {why}")),
     }
@@ -1028,12 +1029,15 @@ mod tests {
     #[test]
     fn a_full_disk_asks_for_room_and_a_failing_one_for_a_check() {
         use crate::event_loop::store_failure_advice;
+        use vouchnet_storage::{StoreError, StoreFailure};
+        let failure =
+            |errno| StoreFailure::of(&StoreError::Io(std::io::Error::from_raw_os_error(errno)));
         assert_eq!(
-            store_failure_advice("storage i/o error: No space left on device (os error 28)"),
+            store_failure_advice(&failure(28)),
             "start it again once the disk has room"
         );
         assert_eq!(
-            store_failure_advice("storage i/o error: Input/output error (os error 5)"),
+            store_failure_advice(&failure(5)),
             "check the disk, and start it again once it works"
         );
     }

@@ -65,7 +65,9 @@ use vouchnet_protocol::SessionId;
 use vouchnet_protocol::{
     DecodeError, DeviceId, DeviceKeypair, Frame, Limits, Message, ProtocolConfig, PROTOCOL_VERSION,
 };
-use vouchnet_storage::{AuditEvent, DeviceRecord, DirectPairing, InboxRecord, QueueRef, Store};
+use vouchnet_storage::{
+    AuditEvent, DeviceRecord, DirectPairing, InboxRecord, QueueRef, Store, StoreFailure,
+};
 
 /// Texts kept in the inbox (stored; the oldest is dropped first).
 pub const INBOX_CAPACITY: NonZeroU64 = NonZeroU64::new(256).unwrap();
@@ -208,17 +210,16 @@ pub enum LoopExit {
     Stopped,
     /// The store could not make a write durable (the disk is full, or failed) and refuses
     /// every read and write from then on; opening it again, at the next start, reads what
-    /// the disk holds. The error of the failed write.
-    StoreFailed(String),
+    /// the disk holds. The error of the failed write, and whether the disk was full.
+    StoreFailed(StoreFailure),
     /// The loop's task panicked or was cancelled.
     Crashed(String),
 }
 
-/// What to do about a store that failed with `cause`: a full disk needs room; any other
-/// failure (an I/O error: a failing disk) needs the disk looked at. The operating system's
-/// error code is in the cause's text (`(os error 28)` is ENOSPC).
-pub fn store_failure_advice(cause: &str) -> &'static str {
-    if cause.contains("(os error 28)") {
+/// What to do about a store that failed: a full disk needs room; any other failure (an I/O
+/// error: a failing disk) needs the disk looked at.
+pub fn store_failure_advice(failure: &StoreFailure) -> &'static str {
+    if failure.disk_full {
         "start it again once the disk has room"
     } else {
         "check the disk, and start it again once it works"
@@ -480,23 +481,25 @@ impl EventLoop {
                 _ = tokio::time::sleep_until(wake) => self.on_timers(),
             }
             self.flush_answers();
-            if let Some(cause) = self.store.failure() {
-                return self.stop_on_store_failure(cause.to_owned());
+            if let Some(failure) = self.store.failure() {
+                return self.stop_on_store_failure(failure.clone());
             }
         }
     }
 
     /// Ends the loop because the store failed: says so in the log and on the event stream.
-    fn stop_on_store_failure(&self, cause: String) -> LoopExit {
+    fn stop_on_store_failure(&self, failure: StoreFailure) -> LoopExit {
         tracing::error!(
-            "stopping: the store could not make a write durable ({cause}); {}",
-            store_failure_advice(&cause)
+            "stopping: the store could not make a write durable ({}); {}",
+            failure.cause,
+            store_failure_advice(&failure)
         );
         self.hub.publish(NodeEvent::NodeStopped {
             reason: "store_failed".to_owned(),
-            detail: cause.clone(),
+            detail: failure.cause.clone(),
+            disk_full: failure.disk_full,
         });
-        LoopExit::StoreFailed(cause)
+        LoopExit::StoreFailed(failure)
     }
 
     // ----------------------------------------------------------------------------------

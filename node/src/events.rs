@@ -130,12 +130,14 @@ pub enum NodeEvent {
     },
     /// The node stopped on its own. The only reason so far: `store_failed`, a write that
     /// could not be made durable (the disk is full, or failed). Start it again once the
-    /// disk has room; it then reads what the disk holds.
+    /// disk has room, or works; it then reads what the disk holds.
     NodeStopped {
         /// Why, as a stable identifier (`store_failed`).
         reason: String,
         /// The error, for people.
         detail: String,
+        /// The disk was full (`ENOSPC`), so room cures it; otherwise the disk failed.
+        disk_full: bool,
     },
     /// A sealed text message arrived from a paired device.
     MessageReceived {

@@ -110,20 +110,22 @@ async fn a_node_whose_disk_fills_up_stops_and_starts_again_with_what_it_acknowle
     let exit = tokio::time::timeout(Duration::from_secs(20), a.node.as_mut().unwrap().stopped())
         .await
         .expect("the node stops");
-    match &exit {
-        LoopExit::StoreFailed(cause) => assert!(cause.contains("No space left on device")),
-        other => panic!("the node stopped for another reason: {other:?}"),
-    }
+    let LoopExit::StoreFailed(failure) = exit else {
+        panic!("the node stopped for another reason: {exit:?}");
+    };
+    assert_eq!(
+        failure.cause,
+        "storage i/o error: No space left on device (os error 28)"
+    );
+    assert!(failure.disk_full);
     let stopped =
         common::next_event(&mut events, |e| matches!(e, NodeEvent::NodeStopped { .. })).await;
     assert_eq!(
         stopped.event,
         NodeEvent::NodeStopped {
             reason: "store_failed".to_owned(),
-            detail: match exit {
-                LoopExit::StoreFailed(cause) => cause,
-                _ => unreachable!(),
-            },
+            detail: failure.cause,
+            disk_full: true,
         }
     );
     a.node.take().unwrap().shutdown().await;
@@ -201,7 +203,7 @@ async fn a_message_is_acknowledged_only_once_stored_when_the_disk_fills_up() {
         .await
         .expect("the node stops");
     assert!(
-        matches!(&exit, LoopExit::StoreFailed(cause) if cause.contains("No space left on device")),
+        matches!(&exit, LoopExit::StoreFailed(f) if f.disk_full && f.cause.contains("No space left on device")),
         "{exit:?}"
     );
     a.node.take().unwrap().shutdown().await;

@@ -810,7 +810,7 @@ function apply(ev) {
       // The only reason so far: its store could not make a write durable (a full or failing
       // disk). The node is gone once this arrives, so the page says why for as long as it
       // is: a toast would fade, and "trying again" alone would never come true.
-      state.stopped = { detail: ev.detail };
+      state.stopped = { detail: ev.detail, diskFull: ev.disk_full };
       setConn('stopped', stoppedAdvice(state.stopped));
       break;
     default:
@@ -891,8 +891,7 @@ function auditSoon() {
 
 /** What the user can do about a node that stopped on its own, and the disk's own words. */
 function stoppedAdvice(stopped) {
-  const full = /\(os error 28\)/.test(stopped.detail);
-  return `${full ? 'Free space on this device' : 'Check this device\'s disk'}, then start it again with \`vouchnet run\`. (${stopped.detail})`;
+  return `${stopped.diskFull ? 'Free space on this device' : 'Check this device\'s disk'}, then start it again with \`vouchnet run\`. (${stopped.detail})`;
 }
 
 /** The node cannot be reached: it stopped on its own (and the page says why), or it is just

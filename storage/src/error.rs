@@ -28,6 +28,26 @@ pub enum RecordKind {
     QueueEntry,
 }
 
+/// Why a store stopped serving: the write that could not be made durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreFailure {
+    /// The error that write met, as its caller got it.
+    pub cause: String,
+    /// The disk was full (`ENOSPC`): room cures it. Otherwise the disk failed (an I/O
+    /// error), and it needs looking at.
+    pub disk_full: bool,
+}
+
+impl StoreFailure {
+    /// The failure `e` makes of a write it stopped.
+    pub fn of(e: &StoreError) -> StoreFailure {
+        StoreFailure {
+            cause: e.to_string(),
+            disk_full: e.is_disk_full(),
+        }
+    }
+}
+
 /// Why a store operation failed. Nothing was written when an operation returns an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -142,6 +162,14 @@ fn os_error_of(io: std::io::Error) -> std::io::Error {
     }
 }
 
+impl StoreError {
+    /// Whether the disk was full: `ENOSPC`, read from the error's kind (the operating
+    /// system's code, which [`From<sled::Error>`] recovers when sled passes it on as text).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull)
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
@@ -191,6 +219,29 @@ mod tests {
                 assert_eq!(io.to_string(), "No space left on device (os error 28)");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_enospc_is_a_full_disk() {
+        let full = StoreError::Io(Error::from_raw_os_error(28));
+        assert!(full.is_disk_full());
+        assert_eq!(
+            StoreFailure::of(&full),
+            StoreFailure {
+                cause: "storage i/o error: No space left on device (os error 28)".to_owned(),
+                disk_full: true,
+            }
+        );
+        for other in [
+            StoreError::Io(Error::from_raw_os_error(5)),
+            StoreError::Io(Error::other("No space left on device")),
+            StoreError::Failed {
+                cause: "storage i/o error: No space left on device (os error 28)".to_owned(),
+            },
+        ] {
+            assert!(!other.is_disk_full(), "{other:?}");
+            assert!(!StoreFailure::of(&other).disk_full, "{other:?}");
         }
     }
 

@@ -44,7 +44,7 @@ pub use audit::{
     EvidenceKind, VoucherRemovalPolicy,
 };
 pub use codec::STORED_LIMITS;
-pub use error::{RecordKind, StoreError};
+pub use error::{RecordKind, StoreError, StoreFailure};
 pub use fsperm::{DIR_MODE, FILE_MODE};
 pub use layout::{
     QueueRef, META_AUDIT_HEAD, META_INBOX_BOUNDS, META_SCHEMA_VERSION, TREE_AUDIT, TREE_DECISIONS,

@@ -3,7 +3,7 @@
 
 use crate::audit::{self, AuditEntry, AuditError, AuditEvent, AuditHead, AuditReport};
 use crate::codec;
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreFailure};
 use crate::fsperm;
 use crate::layout::{self, ExpiryKind, QueueRef};
 use crate::records::{
@@ -82,7 +82,7 @@ struct Inner {
     watermark: Mutex<Option<Watermark>>,
     /// Set, once and for good, when a write could not be made durable (see
     /// [`StoreError::Failed`]).
-    failure: OnceLock<String>,
+    failure: OnceLock<StoreFailure>,
     _claim: Claim,
 }
 
@@ -384,8 +384,8 @@ impl Store {
     /// `Ok` until a write could not be made durable; then [`StoreError::Failed`] for good.
     fn usable(&self) -> Result<(), StoreError> {
         match self.inner.failure.get() {
-            Some(cause) => Err(StoreError::Failed {
-                cause: cause.clone(),
+            Some(failure) => Err(StoreError::Failed {
+                cause: failure.cause.clone(),
             }),
             None => Ok(()),
         }
@@ -393,14 +393,14 @@ impl Store {
 
     /// Why the store stopped serving reads and writes, if it did: the error of the write
     /// that could not be made durable. The node stops when it sees one.
-    pub fn failure(&self) -> Option<&str> {
-        self.inner.failure.get().map(String::as_str)
+    pub fn failure(&self) -> Option<&StoreFailure> {
+        self.inner.failure.get()
     }
 
     /// Records that a write could not be made durable: every later read and write fails
     /// (see [`StoreError::Failed`]). Returns the error to hand back to the caller.
     fn fail(&self, e: StoreError) -> StoreError {
-        let _ = self.inner.failure.set(e.to_string());
+        let _ = self.inner.failure.set(StoreFailure::of(&e));
         e
     }
 

@@ -12,7 +12,7 @@ mod support {
 use std::io::ErrorKind;
 use support::tmpfs::Tmpfs;
 use vouchnet_protocol::{Timestamp, VouchNonce};
-use vouchnet_storage::{Store, StoreError};
+use vouchnet_storage::{Store, StoreError, StoreFailure};
 
 fn nonce(i: u64) -> VouchNonce {
     let mut n = [0u8; 16];
@@ -67,11 +67,13 @@ fn a_full_disk_fails_the_write_and_the_store_refuses_everything_until_opened_aga
     };
     assert!(is_disk_full(&failed), "the failed write: {failed:?}");
     assert_eq!(
-        store
-            .failure()
-            .map(|c| c.contains("No space left on device")),
-        Some(true)
+        store.failure(),
+        Some(&StoreFailure {
+            cause: failed.to_string(),
+            disk_full: true,
+        })
     );
+    assert!(failed.to_string().contains("No space left on device"));
 
     // Fail closed: no read answers from memory the disk does not hold, the failed write
     // included, and no write is taken.
