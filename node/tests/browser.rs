@@ -1290,12 +1290,13 @@ async fn the_page_says_why_its_node_stopped_when_its_disk_failed() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let Some(library) = fail_sync::library(tmp.path(), "browser test of a failing disk") else {
+    let Some(library) = preload::build(tmp.path(), "fail_sync", "browser test of a failing disk")
+    else {
         return;
     };
     let trigger = tmp.path().join("fail-now");
     let (dir, api) = init_node(tmp.path(), "laptop");
-    let mut node = run_node_with_env(&dir, api, &fail_sync::env(&library, &trigger)).await;
+    let mut node = run_node_with_env(&dir, api, &preload::fail_sync_env(&library, &trigger)).await;
     let url = ui_link(&dir, api).await;
     let page = driver.open("stopped", 1024, 700).await;
     open_ui(&page, &url).await;

@@ -1,8 +1,8 @@
 //! A node whose disk stops making writes durable: every `fsync`, `fdatasync` and
 //! `sync_file_range` fails with EIO, as on a disk that is failing rather than full (the
 //! full disk is `full_disk.rs`). A small library preloaded into `vouchnet run`
-//! (`common/fail_sync.c`, built here with the C compiler that links Rust programs) fails
-//! those calls once a trigger file exists.
+//! (`storage/tests/support/fail_sync.c`, built here with the C compiler that links Rust
+//! programs) fails those calls once a trigger file exists.
 //!
 //! The store takes a failed sync as a write it cannot vouch for: the command that met it
 //! fails with the disk's error, `vouchnet run` exits 1 saying why, and after a restart on a
@@ -13,7 +13,7 @@ mod cli_support;
 mod common;
 
 use cli_support::{vouchnet, Node};
-use common::fail_sync;
+use common::preload;
 use rand_core::OsRng;
 use vouchnet_protocol::DeviceKeypair;
 
@@ -27,11 +27,11 @@ fn stranger() -> String {
 #[test]
 fn vouchnet_run_exits_non_zero_when_its_disk_fails_and_keeps_what_it_acknowledged() {
     let root = tempfile::tempdir().unwrap();
-    let Some(library) = fail_sync::library(root.path(), "failing-disk test") else {
+    let Some(library) = preload::build(root.path(), "fail_sync", "failing-disk test") else {
         return;
     };
     let trigger = root.path().join("fail-now");
-    let env = fail_sync::env(&library, &trigger);
+    let env = preload::fail_sync_env(&library, &trigger);
     let mut a = Node::start_with_env(root.path(), "laptop", &[], &env);
     let mut acknowledged = Vec::new();
     for _ in 0..3 {

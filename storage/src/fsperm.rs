@@ -95,6 +95,29 @@ pub(crate) fn dir_stamps(root: &Path) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
+/// fsyncs every file and directory under `root` (and `root`): what the engine wrote
+/// without syncing it survives a power cut from then on.
+pub(crate) fn sync_tree(root: &Path) -> io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() {
+                match fs::File::open(entry.path()).and_then(|f| f.sync_all()) {
+                    // sled removes snapshot temporaries concurrently.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
+            }
+        }
+        sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
 /// fsyncs a directory, so a file created or removed in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]

@@ -73,6 +73,9 @@ pub struct Store {
 struct Inner {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The engine's log file (`sync.db/db`), opened again to `fdatasync` it after each
+    /// flush (see [`Store::flush`]).
+    log: std::fs::File,
     path: PathBuf,
     queue_entries_read: AtomicU64,
     flushes: AtomicU64,
@@ -269,10 +272,12 @@ impl Store {
             .iter()
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let log = std::fs::File::open(path.join("db"))?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
                 trees,
+                log,
                 path: path.clone(),
                 queue_entries_read: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
@@ -325,6 +330,9 @@ impl Store {
 
         store.check_trust_store()?;
         fsperm::secure_tree(&path)?;
+        // The engine writes its `conf` without syncing it, and may have written snapshots
+        // while opening: everything it holds is made durable before the first write is.
+        fsperm::sync_tree(&path)?;
         *store.inner.dir_stamps.lock().expect("stamps lock") = fsperm::dir_stamps(&path);
         Ok(store)
     }
@@ -426,11 +434,22 @@ impl Store {
         if let Err(e) = self.inner.db.flush() {
             return Err(self.fail(e.into()));
         }
+        // On Linux the engine's flush ends in `sync_file_range`, which persists neither the
+        // log's new size nor the disk's write cache: a power cut could still take what it
+        // flushed. `fdatasync` persists both.
+        if let Err(e) = self.inner.log.sync_data() {
+            return Err(self.fail(StoreError::Io(e)));
+        }
         self.inner.flushes.fetch_add(1, Ordering::Relaxed);
         let stamps = fsperm::dir_stamps(&self.inner.path);
         let mut seen = self.inner.dir_stamps.lock().expect("stamps lock");
         if *seen != stamps {
+            // New files: the engine writes large values as files of their own (`blobs/`)
+            // without syncing them.
             fsperm::secure_tree(&self.inner.path)?;
+            if let Err(e) = fsperm::sync_tree(&self.inner.path) {
+                return Err(self.fail(StoreError::Io(e)));
+            }
             *seen = stamps;
         }
         Ok(())

@@ -20,8 +20,18 @@
 //!
 //! A restarted child resumes whatever the last one left half done, so at the end a child
 //! run to completion must bring every session to Accepted, each exactly once.
+//!
+//! Every other kill is a **power cut**: that child runs with `support/power_cut.c`
+//! preloaded, and after the kill every file of the stores and the acknowledgement log is
+//! put back to what it held at its last `fsync` or `fdatasync` (what a power cut keeps; a
+//! plain kill keeps everything the process wrote). The same checks must hold. Without a C
+//! compiler those kills stay plain, and the test says so (SKIPPED).
 
 mod common;
+#[allow(dead_code)]
+mod support {
+    pub mod preload;
+}
 
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -48,9 +58,10 @@ fn main() {
         Ok(dir) => child(Path::new(&dir), std::env::var(FINISH_ENV).is_ok()),
         Err(_) => {
             let started = Instant::now();
-            let kills = parent();
+            let (kills, power_cuts) = parent();
             println!(
-                "test crash_recovery_loses_no_acknowledged_vouch ... ok ({kills} kills, {:.1?})",
+                "test crash_recovery_loses_no_acknowledged_vouch ... ok ({kills} kills, \
+                 {power_cuts} of them power cuts, {:.1?})",
                 started.elapsed()
             );
             println!("crash: 1 passed, 0 failed");
@@ -246,15 +257,21 @@ fn child(dir: &Path, finish: bool) {
 
 // ---------------------------------------------------------------------------- parent
 
-fn spawn(dir: &Path, finish: bool) -> std::process::Child {
+/// Where the children's stderr goes: beside `dir`, whose files a power cut rolls back.
+fn stderr_of(dir: &Path) -> PathBuf {
+    dir.with_extension("stderr")
+}
+
+fn spawn(dir: &Path, finish: bool, env: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
     cmd.env(CHILD_ENV, dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join("child.stderr"))
+                .open(stderr_of(dir))
                 .expect("stderr file"),
         ));
     if finish {
@@ -380,13 +397,26 @@ fn check_invariants(dir: &Path, full_verify: bool) -> usize {
     sessions.len()
 }
 
-fn parent() -> usize {
+/// Runs the kills; returns how many, and how many of them were power cuts.
+fn parent() -> (usize, usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir: PathBuf = tmp.path().to_path_buf();
+    let dir: PathBuf = tmp.path().join("run");
+    std::fs::create_dir(&dir).expect("run directory");
+    let images = tmp.path().join("images");
+    std::fs::create_dir(&images).expect("images directory");
+    let library = support::preload::build(tmp.path(), "power_cut", "power cuts of the crash test");
+    let power_cut_env = library
+        .as_deref()
+        .map(|library| support::preload::power_cut_env(library, &dir, &images));
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(SEED);
-    let mut kills = 0;
+    let (mut kills, mut power_cuts) = (0, 0);
     while kills < KILLS {
-        let mut child = spawn(&dir, false);
+        let power_cut = power_cut_env.filter(|_| kills % 2 == 1);
+        if power_cut.is_some() {
+            // What the last child left is on disk by now, as after a clean shutdown.
+            support::preload::baseline(&dir, &images);
+        }
+        let mut child = spawn(&dir, false, power_cut.as_ref().map_or(&[], |e| &e[..]));
         let lines: usize = if rng.gen_bool(0.1) {
             0
         } else {
@@ -409,20 +439,24 @@ fn parent() -> usize {
         {
             use std::os::unix::process::ExitStatusExt;
             if status.signal() != Some(9) {
-                let err = std::fs::read_to_string(dir.join("child.stderr")).unwrap_or_default();
+                let err = std::fs::read_to_string(stderr_of(&dir)).unwrap_or_default();
                 panic!("child ended by itself ({status:?}) before the kill:\n{err}");
             }
+        }
+        if power_cut.is_some() {
+            support::preload::restore(&dir, &images);
+            power_cuts += 1;
         }
         kills += 1;
         check_invariants(&dir, kills % 10 == 0);
     }
     // A last child resumes and finishes everything; then every session is Accepted once.
-    let mut finisher = spawn(&dir, true);
+    let mut finisher = spawn(&dir, true, &[]);
     let status = finisher.wait().expect("finisher");
     assert!(
         status.success(),
         "finisher failed: {}",
-        std::fs::read_to_string(dir.join("child.stderr")).unwrap_or_default()
+        std::fs::read_to_string(stderr_of(&dir)).unwrap_or_default()
     );
     let sessions = check_invariants(&dir, true);
     let voucher = Store::open(dir.join("voucher")).expect("open");
@@ -438,5 +472,5 @@ fn parent() -> usize {
         sessions > KILLS / 2,
         "the children made progress ({sessions} cycles)"
     );
-    kills
+    (kills, power_cuts)
 }

@@ -111,7 +111,12 @@ impl Node {
             .expect("vouchnet run starts");
         self.child = Some(child);
         let dir = self.dir.clone();
+        let child = self.child.as_mut().expect("just started");
         eventually(&format!("{} to listen", self.name), || {
+            if let Some(status) = child.try_wait().expect("the run process") {
+                let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+                panic!("vouchnet run exited with {status} before it listened:\n{log}");
+            }
             dir.join("api.addr").exists().then_some(())?;
             let out = vouchnet(&dir, &["id", "--json"]);
             let id: Value = serde_json::from_slice(&out.stdout).ok()?;

@@ -17,7 +17,8 @@ use vouchnet_node::views::{DeviceView, PairingRequestView};
 use vouchnet_node::{DataDir, NodeConfig, NodeOptions, RunningNode};
 use vouchnet_protocol::{DeviceId, Frame, Limits, Message};
 
-pub mod fail_sync;
+#[path = "../../../storage/tests/support/preload.rs"]
+pub mod preload;
 #[path = "../../../storage/tests/support/tmpfs.rs"]
 pub mod tmpfs;
 
