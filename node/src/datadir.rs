@@ -232,7 +232,9 @@ impl DataDir {
 }
 
 /// Writes `bytes` to `path` through a temporary file created with `mode`, then renames it
-/// into place, so readers see the old or the new content, never a part.
+/// into place, so readers see the old or the new content, never a part. The directory is
+/// synced after the rename: until then a power cut could undo the rename, and a file
+/// written for the first time (the identity key, at `init`) would be gone.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
@@ -240,7 +242,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DataDirE
     file.write_all(bytes).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(io_err(path))
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_parent(path)
+}
+
+/// fsyncs the directory holding `path`, so a rename or a new file in it is durable.
+fn sync_parent(path: &Path) -> Result<(), DataDirError> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {

@@ -31,6 +31,47 @@ fn vouch_status(session: &Value, device: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `vouchnet init` writes its files to a temporary name and renames them into place. A
+/// power cut keeps a rename only once the directory is synced, so the directory must be
+/// synced after each rename: else the identity key could be gone after the cut.
+#[test]
+fn init_syncs_the_directory_after_renaming_its_files_into_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(library) = preload::build(tmp.path(), "power_cut", "init's sync test") else {
+        return;
+    };
+    let log = tmp.path().join("synced.log");
+    let dir = tmp.path().join("laptop");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vouchnet"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["init", "--name", "laptop"])
+        .env("LD_PRELOAD", &library)
+        .env("VOUCHNET_SYNC_LOG", &log)
+        .output()
+        .expect("vouchnet init");
+    assert!(out.status.success(), "{out:?}");
+    let synced = std::fs::read_to_string(&log).unwrap();
+    let synced: Vec<&str> = synced.lines().collect();
+    let dir = dir.to_str().unwrap();
+    for file in ["identity.key", "config.toml"] {
+        let written = format!("{dir}/{file}");
+        let tmp = format!(
+            "{dir}/{}",
+            std::path::Path::new(file).with_extension("tmp").display()
+        );
+        let at = synced
+            .iter()
+            .position(|p| *p == tmp)
+            .unwrap_or_else(|| panic!("{tmp} never synced: {synced:?}"));
+        assert!(
+            synced[at + 1..].contains(&dir),
+            "{dir} not synced after {written} was renamed into place: {synced:?}"
+        );
+        assert!(std::path::Path::new(&written).is_file());
+    }
+}
+
 #[test]
 fn a_power_cut_loses_nothing_the_node_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();

@@ -14,6 +14,10 @@
  *
  * The copy is made to a temporary name and renamed into place, so a kill in the middle of
  * it leaves the previous image: the fsync had not returned either.
+ *
+ * With $VOUCHNET_SYNC_LOG set, every successful fsync or fdatasync, of any file or
+ * directory, also appends the synced path and a newline to that file: a test can check
+ * that a directory was synced after a rename in it, which the images do not model.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -71,15 +75,30 @@ static void copy_file(const char *from, const char *to) {
     else unlink(tmp);
 }
 
+/* Appends `path` to the sync log, if one is asked for. */
+static void log_sync(const char *path) {
+    const char *log = getenv("VOUCHNET_SYNC_LOG");
+    if (!log) return;
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    char line[PATH_MAX + 1];
+    int len = snprintf(line, sizeof line, "%s\n", path);
+    if (len > 0 && len < (int)sizeof line && write(fd, line, (size_t)len) != len) {
+        /* A test reading the log finds the line missing. */
+    }
+    close(fd);
+}
+
 /* Records the image of the file open as `fd`, after a successful sync of it. */
 static void synced(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
     char link[64], path[PATH_MAX], image[PATH_MAX];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, path, sizeof path - 1);
     if (n < 0) return;
     path[n] = 0;
+    log_sync(path);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return;
     if (image_of(path, image, sizeof image)) copy_file(path, image);
 }
 
