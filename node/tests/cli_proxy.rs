@@ -9,16 +9,6 @@ mod cli_support;
 use cli_support::*;
 use serde_json::Value;
 
-fn vouch_status(session: &Value, device: &str) -> String {
-    session["vouches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["device_id"] == device)
-        .map(|v| v["status"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn five_processes_grow_a_network_through_the_cli_with_one_target_offline() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,17 +12,8 @@
 mod cli_support;
 mod common;
 
-use cli_support::{vouchnet, Node};
+use cli_support::{stranger, vouchnet, Node};
 use common::preload;
-use rand_core::OsRng;
-use vouchnet_protocol::DeviceKeypair;
-
-fn stranger() -> String {
-    DeviceKeypair::generate(&mut OsRng)
-        .public()
-        .device_id()
-        .to_string()
-}
 
 #[test]
 fn vouchnet_run_exits_non_zero_when_its_disk_fails_and_keeps_what_it_acknowledged() {

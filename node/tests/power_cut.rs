@@ -17,19 +17,6 @@ mod common;
 
 use cli_support::*;
 use common::preload;
-use rand_core::OsRng;
-use serde_json::Value;
-use vouchnet_protocol::DeviceKeypair;
-
-fn vouch_status(session: &Value, device: &str) -> String {
-    session["vouches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["device_id"] == device)
-        .map(|v| v["status"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
 
 /// `vouchnet init` writes its files to a temporary name and renames them into place. A
 /// power cut keeps a rename only once the directory is synced, so the directory must be
@@ -103,13 +90,10 @@ fn a_power_cut_loses_nothing_the_node_acknowledged() {
     // three blocked devices,
     let mut blocked: Vec<String> = (0..3)
         .map(|_| {
-            let stranger = DeviceKeypair::generate(&mut OsRng)
-                .public()
-                .device_id()
-                .to_string();
-            let out = vouchnet(&laptop.dir, &["block", &stranger]);
+            let device = stranger();
+            let out = vouchnet(&laptop.dir, &["block", &device]);
             assert!(out.status.success(), "{out:?}");
-            stranger
+            device
         })
         .collect();
     blocked.sort();

@@ -222,3 +222,23 @@ pub fn device(me: &Node, other: &Node) -> Option<Value> {
         .find(|d| d["device_id"] == other.id.as_str())
         .cloned()
 }
+
+/// The id of a fresh device no node has heard of.
+pub fn stranger() -> String {
+    vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
+        .public()
+        .device_id()
+        .to_string()
+}
+
+/// The status of `device`'s vouch in a session as `vouchnet session --json` shows it, or
+/// "" if the session has none for it.
+pub fn vouch_status(session: &Value, device: &str) -> String {
+    session["vouches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["device_id"] == device)
+        .map(|v| v["status"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}

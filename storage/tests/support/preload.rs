@@ -74,13 +74,10 @@ pub fn cut_power(mut child: Child, watch: &Path, images: &Path) -> usize {
     restore(watch, images)
 }
 
-/// Takes what the files under `watch` hold now as durable: the images in `images` become
-/// exact copies of them (as after a clean shutdown), before a process runs with
-/// [`power_cut_env`].
-pub fn baseline(watch: &Path, images: &Path) {
-    for entry in std::fs::read_dir(images).expect("the images directory") {
-        std::fs::remove_file(entry.expect("an image").path()).expect("remove an old image");
-    }
+/// Every file under `watch`, each with the path of its image in `images` (its path below
+/// `watch`, with '/' written as '%', as `power_cut.c` names it).
+fn watched_files(watch: &Path, images: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut files = Vec::new();
     let mut stack = vec![watch.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("a watched directory") {
@@ -91,10 +88,23 @@ pub fn baseline(watch: &Path, images: &Path) {
                 let below = path
                     .strip_prefix(watch)
                     .expect("under the watched directory");
-                std::fs::copy(&path, images.join(utf8(below).replace('/', "%")))
-                    .expect("copy a file to its image");
+                let image = images.join(utf8(below).replace('/', "%"));
+                files.push((path, image));
             }
         }
+    }
+    files
+}
+
+/// Takes what the files under `watch` hold now as durable: the images in `images` become
+/// exact copies of them (as after a clean shutdown), before a process runs with
+/// [`power_cut_env`].
+pub fn baseline(watch: &Path, images: &Path) {
+    for entry in std::fs::read_dir(images).expect("the images directory") {
+        std::fs::remove_file(entry.expect("an image").path()).expect("remove an old image");
+    }
+    for (path, image) in watched_files(watch, images) {
+        std::fs::copy(&path, image).expect("copy a file to its image");
     }
 }
 
@@ -103,31 +113,19 @@ pub fn baseline(watch: &Path, images: &Path) {
 /// lost writes they had not synced.
 pub fn restore(watch: &Path, images: &Path) -> usize {
     let mut changed = 0;
-    let mut stack = vec![watch.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("a watched directory") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
+    for (path, image) in watched_files(watch, images) {
+        let now = std::fs::read(&path).expect("a watched file");
+        match std::fs::read(&image) {
+            Ok(kept) if kept == now => {}
+            Ok(kept) => {
+                std::fs::write(&path, kept).expect("restore a file");
+                changed += 1;
             }
-            let below = path
-                .strip_prefix(watch)
-                .expect("under the watched directory");
-            let image = images.join(utf8(below).replace('/', "%"));
-            let now = std::fs::read(&path).expect("a watched file");
-            match std::fs::read(&image) {
-                Ok(kept) if kept == now => {}
-                Ok(kept) => {
-                    std::fs::write(&path, kept).expect("restore a file");
-                    changed += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::remove_file(&path).expect("remove a file never synced");
-                    changed += 1;
-                }
-                Err(e) => panic!("cannot read the image of {}: {e}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::remove_file(&path).expect("remove a file never synced");
+                changed += 1;
             }
+            Err(e) => panic!("cannot read the image of {}: {e}", path.display()),
         }
     }
     changed
