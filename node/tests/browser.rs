@@ -1304,14 +1304,10 @@ async fn the_page_says_why_its_node_stopped_when_its_disk_failed() {
     // The disk fails; the next change, a block of a device never seen, cannot be made
     // durable, and the node stops.
     std::fs::write(&trigger, b"").unwrap();
-    let stranger = vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
-        .public()
-        .device_id()
-        .to_string();
     let out = tokio::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(&dir)
-        .args(["block", &stranger])
+        .args(["block", &stranger()])
         .output()
         .await
         .expect("vouchnet block");
@@ -1346,6 +1342,66 @@ async fn the_page_says_why_its_node_stopped_when_its_disk_failed() {
     );
     page.screenshot("12-node-stopped").await;
     page.quit().await;
+}
+
+/// The same page, on a full disk: it asks for room. The data directory is a small tmpfs
+/// (root only; SKIPPED otherwise, and required in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_for_room_when_its_node_stopped_on_a_full_disk() {
+    let Some(driver) = browser().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(fs) = tmpfs::Tmpfs::mount_or_skip(&tmp.path().join("laptop"), "8m") else {
+        return;
+    };
+    let (dir, api) = init_node(tmp.path(), "laptop");
+    let mut node = run_node(&dir, api).await;
+    let url = ui_link(&dir, api).await;
+    let page = driver.open("full", 1024, 700).await;
+    open_ui(&page, &url).await;
+
+    let junk = fs.fill();
+    let mut blocked = 0;
+    loop {
+        let out = tokio::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["block", &stranger()])
+            .output()
+            .await
+            .expect("vouchnet block");
+        if !out.status.success() {
+            break;
+        }
+        blocked += 1;
+        assert!(blocked < 1_000, "the disk never filled up");
+    }
+    let status = exit_of(&mut node, "vouchnet run stops once its disk is full").await;
+    assert_eq!(status.code(), Some(1));
+    page.wait(
+        "the page to say its node stopped",
+        "return document.body.dataset.conn === 'stopped'",
+    )
+    .await;
+    assert_eq!(
+        page.text("#conn").await,
+        "The node stopped: it could not save a change to its disk. Nothing it confirmed is \
+         lost. Nothing can be changed until it runs again. Free space on this device, then \
+         start it again with vouchnet run. (storage i/o error: No space left on device (os \
+         error 28))"
+    );
+    page.screenshot("13-node-stopped-disk-full").await;
+    page.quit().await;
+    std::fs::remove_file(junk).unwrap();
+}
+
+/// The id of a fresh device no node has heard of.
+fn stranger() -> String {
+    vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
+        .public()
+        .device_id()
+        .to_string()
 }
 
 // ------------------------------------------------------------------------------------------
