@@ -1304,26 +1304,14 @@ async fn the_page_says_why_its_node_stopped_when_its_disk_failed() {
     // The disk fails; the next change, a block of a device never seen, cannot be made
     // durable, and the node stops.
     std::fs::write(&trigger, b"").unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["block", &stranger()])
-        .output()
-        .await
-        .expect("vouchnet block");
-    assert!(!out.status.success());
+    assert!(!block_a_stranger(&dir).await);
     let status = exit_of(&mut node, "vouchnet run stops once its disk failed").await;
     assert_eq!(status.code(), Some(1));
 
     // The page says why, and what to do, for as long as the node is away: not a toast
     // that fades, nor "trying again" as if it would come back by itself.
-    page.wait(
-        "the page to say its node stopped",
-        "return document.body.dataset.conn === 'stopped'",
-    )
-    .await;
     assert_eq!(
-        page.text("#conn").await,
+        stopped_header(&page).await,
         "The node stopped: it could not save a change to its disk. Nothing it confirmed is \
          lost. Nothing can be changed until it runs again. Check this device's disk, then \
          start it again with vouchnet run. (storage i/o error: Input/output error (os error \
@@ -1363,29 +1351,14 @@ async fn the_page_asks_for_room_when_its_node_stopped_on_a_full_disk() {
 
     let junk = fs.fill();
     let mut blocked = 0;
-    loop {
-        let out = tokio::process::Command::new(BIN)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["block", &stranger()])
-            .output()
-            .await
-            .expect("vouchnet block");
-        if !out.status.success() {
-            break;
-        }
+    while block_a_stranger(&dir).await {
         blocked += 1;
         assert!(blocked < 1_000, "the disk never filled up");
     }
     let status = exit_of(&mut node, "vouchnet run stops once its disk is full").await;
     assert_eq!(status.code(), Some(1));
-    page.wait(
-        "the page to say its node stopped",
-        "return document.body.dataset.conn === 'stopped'",
-    )
-    .await;
     assert_eq!(
-        page.text("#conn").await,
+        stopped_header(&page).await,
         "The node stopped: it could not save a change to its disk. Nothing it confirmed is \
          lost. Nothing can be changed until it runs again. Free space on this device, then \
          start it again with vouchnet run. (storage i/o error: No space left on device (os \
@@ -1396,12 +1369,32 @@ async fn the_page_asks_for_room_when_its_node_stopped_on_a_full_disk() {
     std::fs::remove_file(junk).unwrap();
 }
 
-/// The id of a fresh device no node has heard of.
-fn stranger() -> String {
-    vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
+/// `vouchnet block` of a device no node has heard of, on the node of `dir`: a change the
+/// node must make durable. Whether it was acknowledged.
+async fn block_a_stranger(dir: &Path) -> bool {
+    let stranger = vouchnet_protocol::DeviceKeypair::generate(&mut rand_core::OsRng)
         .public()
         .device_id()
-        .to_string()
+        .to_string();
+    tokio::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["block", &stranger])
+        .output()
+        .await
+        .expect("vouchnet block")
+        .status
+        .success()
+}
+
+/// Waits until `page` shows its node as stopped; the header's text.
+async fn stopped_header(page: &Page) -> String {
+    page.wait(
+        "the page to say its node stopped",
+        "return document.body.dataset.conn === 'stopped'",
+    )
+    .await;
+    page.text("#conn").await
 }
 
 // ------------------------------------------------------------------------------------------

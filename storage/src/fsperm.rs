@@ -48,29 +48,38 @@ pub(crate) fn create_private_file(path: &Path) -> io::Result<()> {
     options.open(path)?.sync_all()
 }
 
+/// Calls `on_dir` for `root` and every directory under it, and `on_file` for every file.
+/// A file that is gone by the time `on_file` reaches it is skipped: sled removes snapshot
+/// temporaries concurrently.
+fn walk(
+    root: &Path,
+    mut on_dir: impl FnMut(&Path) -> io::Result<()>,
+    mut on_file: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        on_dir(&dir)?;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() {
+                match on_file(&entry.path()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets every directory under `root` (and `root`) to 0700 and every file to 0600.
 pub(crate) fn secure_tree(root: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            set_mode(&dir, DIR_MODE)?;
-            for entry in fs::read_dir(&dir)? {
-                let entry = entry?;
-                let ty = entry.file_type()?;
-                let path = entry.path();
-                if ty.is_dir() {
-                    stack.push(path);
-                } else if ty.is_file() {
-                    match set_mode(&path, FILE_MODE) {
-                        // sled removes snapshot temporaries concurrently.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        other => other?,
-                    }
-                }
-            }
-        }
         fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
             let meta = fs::symlink_metadata(path)?;
             if meta.permissions().mode() & 0o7777 != mode {
@@ -78,12 +87,17 @@ pub(crate) fn secure_tree(root: &Path) -> io::Result<()> {
             }
             Ok(())
         }
+        walk(
+            root,
+            |dir| set_mode(dir, DIR_MODE),
+            |file| set_mode(file, FILE_MODE),
+        )
     }
     #[cfg(not(unix))]
     {
         let _ = root;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Modification times of the directories sled creates files in, to notice new files
@@ -98,24 +112,7 @@ pub(crate) fn dir_stamps(root: &Path) -> Vec<Option<SystemTime>> {
 /// fsyncs every file and directory under `root` (and `root`): what the engine wrote
 /// without syncing it survives a power cut from then on.
 pub(crate) fn sync_tree(root: &Path) -> io::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let ty = entry.file_type()?;
-            if ty.is_dir() {
-                stack.push(entry.path());
-            } else if ty.is_file() {
-                match fs::File::open(entry.path()).and_then(|f| f.sync_all()) {
-                    // sled removes snapshot temporaries concurrently.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    other => other?,
-                }
-            }
-        }
-        sync_dir(&dir)?;
-    }
-    Ok(())
+    walk(root, sync_dir, |file| fs::File::open(file)?.sync_all())
 }
 
 /// fsyncs a directory, so a file created or removed in it survives a crash.
